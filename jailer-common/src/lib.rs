@@ -1,0 +1,159 @@
+//! Types shared by the XDP program (`jailer-ebpf`) and the agent (`jailer`).
+//!
+//! Every type here crosses the kernel boundary as raw bytes, so each is
+//! `#[repr(C)]`, has no bool/enum/Option fields and no implicit padding
+//! (checked at compile time below). Addresses are kept in network byte order
+//! so the datapath can copy them straight out of the packet.
+#![no_std]
+
+/// Key of the exact-address IPv4 ban map: the source address as on the wire.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BanKeyV4 {
+    pub addr: [u8; 4],
+}
+
+/// Key of the exact-address IPv6 ban map: the source address as on the wire.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BanKeyV6 {
+    pub addr: [u8; 16],
+}
+
+/// How many distinct ports one ban can name; a jail rarely protects more
+/// (pop3, pop3s, imap, imaps, smtp, submission, smtps, sieve). Wider needs use
+/// [`BAN_ALL_PORTS`].
+pub const BAN_MAX_PORTS: usize = 8;
+
+/// `BanValue::flags`: the ban covers every TCP port, `ports` is ignored.
+pub const BAN_ALL_PORTS: u32 = 1 << 0;
+
+/// `BanValue::expires_ns` of a ban that never expires.
+pub const BAN_PERMANENT: u64 = 0;
+
+/// Value of both ban maps.
+///
+/// The kernel enforces the expiry itself: a ban whose `expires_ns` has passed
+/// on `CLOCK_BOOTTIME` no longer drops anything, even while the agent is down.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BanValue {
+    /// `CLOCK_BOOTTIME` nanoseconds after which the ban lapses;
+    /// [`BAN_PERMANENT`] (0) never lapses.
+    pub expires_ns: u64,
+    /// Packets this ban dropped; bumped atomically by the datapath.
+    pub drops: u64,
+    /// TCP destination ports (host byte order) the ban applies to; 0 = unused slot.
+    pub ports: [u16; BAN_MAX_PORTS],
+    /// `BAN_*` flags.
+    pub flags: u32,
+    /// Explicit padding, always 0, so the struct has no hidden bytes.
+    pub reserved: u32,
+}
+
+const _: () = assert!(size_of::<BanKeyV4>() == 4);
+const _: () = assert!(size_of::<BanKeyV6>() == 16);
+const _: () = assert!(size_of::<BanValue>() == 40);
+
+impl BanValue {
+    /// Whether a packet to TCP port `port` (host byte order) is covered.
+    #[inline(always)]
+    pub fn covers_port(&self, port: u16) -> bool {
+        if self.flags & BAN_ALL_PORTS != 0 {
+            return true;
+        }
+        let mut i = 0;
+        while i < BAN_MAX_PORTS {
+            if self.ports[i] != 0 && self.ports[i] == port {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+
+    /// Whether the ban is still in force at `now_ns` (`CLOCK_BOOTTIME`).
+    #[inline(always)]
+    pub fn is_active(&self, now_ns: u64) -> bool {
+        self.expires_ns == BAN_PERMANENT || now_ns < self.expires_ns
+    }
+}
+
+/// Indexes of the per-CPU `STATS` array.
+pub mod stat {
+    /// Every packet the program ran on.
+    pub const SEEN: u32 = 0;
+    /// Packets passed on (not banned, not TCP, unparsable...).
+    pub const PASSED: u32 = 1;
+    /// IPv4 packets dropped by a ban.
+    pub const DROPPED_V4: u32 = 2;
+    /// IPv6 packets dropped by a ban.
+    pub const DROPPED_V6: u32 = 3;
+    /// Number of slots in `STATS`.
+    pub const COUNT: u32 = 4;
+}
+
+/// Default capacity of each ban map (one per address family).
+pub const MAX_BANS: u32 = 1 << 20;
+
+/// Names of the maps in the eBPF object; also their pin names in bpffs.
+pub mod map_names {
+    pub const BANS_V4: &str = "BANS_V4";
+    pub const BANS_V6: &str = "BANS_V6";
+    pub const STATS: &str = "STATS";
+    /// Every map the program declares, in one place for loaders and tests.
+    pub const ALL: [&str; 3] = [BANS_V4, BANS_V6, STATS];
+}
+
+/// Name of the XDP entry point in the eBPF object.
+pub const PROGRAM_NAME: &str = "jailer_xdp";
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain-old-data, repr(C), no padding (asserted above).
+    unsafe impl aya::Pod for super::BanKeyV4 {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::BanKeyV6 {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::BanValue {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ban(ports: &[u16], flags: u32, expires_ns: u64) -> BanValue {
+        let mut v = BanValue {
+            expires_ns,
+            drops: 0,
+            ports: [0; BAN_MAX_PORTS],
+            flags,
+            reserved: 0,
+        };
+        v.ports[..ports.len()].copy_from_slice(ports);
+        v
+    }
+
+    #[test]
+    fn covers_listed_ports_only() {
+        let v = ban(&[110, 995], 0, BAN_PERMANENT);
+        assert!(v.covers_port(110));
+        assert!(v.covers_port(995));
+        assert!(!v.covers_port(25));
+        // An unused slot (0) must not make port 0 covered.
+        assert!(!v.covers_port(0));
+    }
+
+    #[test]
+    fn all_ports_flag_covers_everything() {
+        let v = ban(&[], BAN_ALL_PORTS, BAN_PERMANENT);
+        assert!(v.covers_port(25) && v.covers_port(65535));
+    }
+
+    #[test]
+    fn expiry_is_exclusive_and_zero_is_permanent() {
+        assert!(ban(&[110], 0, 100).is_active(99));
+        assert!(!ban(&[110], 0, 100).is_active(100));
+        assert!(ban(&[110], 0, BAN_PERMANENT).is_active(u64::MAX));
+    }
+}

@@ -1,0 +1,495 @@
+//! The kernel side, seen from userspace: bpffs, loading and attaching the XDP
+//! program, pinning, and the ban maps behind [`BanTable`].
+//!
+//! Layout under the bpffs directory (default `/sys/fs/bpf/jailer`):
+//! `BANS_V4`, `BANS_V6`, `STATS` (maps) and `link_<iface>` (XDP links). The
+//! links keep the program attached while the agent is down; restarting
+//! swaps the program inside the existing link, so no packet passes unjudged.
+
+use std::{
+    collections::HashMap as StdHashMap,
+    fs, io,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, Map, MapData, MapError, PerCpuArray},
+    programs::{
+        ProgramError, Xdp, XdpMode as AyaXdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+    },
+};
+use jailer_common::{BanKeyV4, BanKeyV6, BanValue, PROGRAM_NAME, map_names, stat};
+use nix::{
+    errno::Errno,
+    mount::{MsFlags, mount},
+    sys::statfs::{BPF_FS_MAGIC, statfs},
+};
+use tracing::{info, warn};
+
+use crate::{config::XdpMode, error::BpfError};
+
+/// The XDP object, built by `build.rs` through aya-build.
+pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/jailer"));
+
+fn pin_err(path: &Path) -> impl FnOnce(io::Error) -> BpfError + '_ {
+    move |source| BpfError::Pin {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn map_err(map: &'static str) -> impl FnOnce(MapError) -> BpfError {
+    move |source| match &source {
+        MapError::SyscallError(e) if e.io_error.raw_os_error() == Some(libc::EPERM) => {
+            BpfError::NotRoot
+        }
+        _ => BpfError::Map { map, source },
+    }
+}
+
+/// Makes sure `dir` is a directory on a bpf filesystem, mounting bpffs where
+/// needed (at `/sys/fs/bpf` when `dir` is below it, else at `dir` itself).
+pub fn ensure_bpffs(dir: &Path) -> Result<(), BpfError> {
+    let is_bpffs = |p: &Path| statfs(p).is_ok_and(|s| s.filesystem_type() == BPF_FS_MAGIC);
+    if dir.is_dir() && is_bpffs(dir) {
+        return Ok(());
+    }
+    let sys_bpf = Path::new("/sys/fs/bpf");
+    let mount_at = if dir.starts_with(sys_bpf) {
+        sys_bpf
+    } else {
+        dir
+    };
+    if !is_bpffs(mount_at) {
+        fs::create_dir_all(mount_at).map_err(pin_err(mount_at))?;
+        mount(
+            Some("bpffs"),
+            mount_at,
+            Some("bpf"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|source| match source {
+            Errno::EPERM => BpfError::NotRoot,
+            source => BpfError::MountBpffs {
+                path: mount_at.to_owned(),
+                source,
+            },
+        })?;
+        info!(path = %mount_at.display(), "mounted bpffs");
+    }
+    fs::create_dir_all(dir).map_err(pin_err(dir))
+}
+
+fn link_pin(bpffs: &Path, iface: &str) -> PathBuf {
+    bpffs.join(format!("link_{iface}"))
+}
+
+/// Loads the object with its maps pinned under `bpffs` (reusing pins that
+/// exist: bans survive restarts).
+fn load_object(bpffs: &Path) -> Result<Ebpf, BpfError> {
+    ensure_bpffs(bpffs)?;
+    let pins: Vec<(&str, PathBuf)> = map_names::ALL.iter().map(|n| (*n, bpffs.join(n))).collect();
+    let mut loader = EbpfLoader::new();
+    for (name, path) in &pins {
+        loader.map_pin_path(name, path.as_path());
+    }
+    loader.load(XDP_OBJECT).map_err(|e| match &e {
+        aya::EbpfError::MapError(MapError::SyscallError(s))
+            if s.io_error.raw_os_error() == Some(libc::EPERM) =>
+        {
+            BpfError::NotRoot
+        }
+        _ => BpfError::Object(Box::new(e)),
+    })
+}
+
+/// The program attached to `interfaces`, with maps pinned.
+pub struct Datapath {
+    pub bans: XdpBanTable,
+    /// Each interface and the mode it ended up in.
+    pub attached: Vec<(String, &'static str)>,
+}
+
+/// Loads the XDP program and attaches it to every interface, replacing the
+/// program inside an existing pinned link (atomic, no gap), or creating and
+/// pinning a new link. Links for interfaces no longer configured are removed.
+pub fn attach(bpffs: &Path, interfaces: &[String], mode: XdpMode) -> Result<Datapath, BpfError> {
+    let mut ebpf = load_object(bpffs)?;
+    let program: &mut Xdp = ebpf
+        .program_mut(PROGRAM_NAME)
+        .and_then(|p| p.try_into().ok())
+        .ok_or_else(|| BpfError::Link {
+            path: bpffs.to_owned(),
+            message: format!("the object has no XDP program `{PROGRAM_NAME}`"),
+        })?;
+    program.load().map_err(|source| match source {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => BpfError::Load {
+            log: verifier_log.to_string(),
+            source: ProgramError::LoadError {
+                io_error,
+                verifier_log,
+            },
+        },
+        source => BpfError::Load {
+            log: String::new(),
+            source,
+        },
+    })?;
+
+    let mut attached = Vec::new();
+    for iface in interfaces {
+        if nix::net::if_::if_nametoindex(iface.as_str()).is_err() {
+            return Err(BpfError::NoInterface {
+                iface: iface.clone(),
+            });
+        }
+        let pin = link_pin(bpffs, iface);
+        if pin.exists() {
+            match replace_in_link(program, &pin) {
+                Ok(()) => {
+                    info!(%iface, "XDP program replaced in pinned link");
+                    attached.push((iface.clone(), "pinned"));
+                    continue;
+                }
+                Err(message) => {
+                    warn!(%iface, %message, "pinned link unusable, attaching afresh");
+                    fs::remove_file(&pin).map_err(pin_err(&pin))?;
+                }
+            }
+        }
+        let how = attach_new(program, iface, mode)?;
+        let link_id = how.0;
+        let link = program
+            .take_link(link_id)
+            .map_err(|source| BpfError::Attach {
+                iface: iface.clone(),
+                mode: how.1,
+                source,
+            })?;
+        let fd_link = FdLink::try_from(link).map_err(|e| BpfError::Link {
+            path: pin.clone(),
+            message: format!("kernel gave a netlink attachment, which cannot be pinned: {e}"),
+        })?;
+        fd_link.pin(&pin).map_err(|e| BpfError::Link {
+            path: pin.clone(),
+            message: e.to_string(),
+        })?;
+        info!(%iface, mode = how.1, "XDP program attached");
+        attached.push((iface.clone(), how.1));
+    }
+    remove_stale_links(bpffs, interfaces)?;
+    let bans = XdpBanTable::from_ebpf(&mut ebpf)?;
+    Ok(Datapath { bans, attached })
+}
+
+fn attach_new(
+    program: &mut Xdp,
+    iface: &str,
+    mode: XdpMode,
+) -> Result<(aya::programs::xdp::XdpLinkId, &'static str), BpfError> {
+    let try_mode = |program: &mut Xdp, m: AyaXdpMode, name: &'static str| {
+        program
+            .attach(iface, m)
+            .map(|id| (id, name))
+            .map_err(|source| BpfError::Attach {
+                iface: iface.to_owned(),
+                mode: name,
+                source,
+            })
+    };
+    match mode {
+        XdpMode::Driver => try_mode(program, AyaXdpMode::Driver, "driver"),
+        XdpMode::Generic => try_mode(program, AyaXdpMode::Skb, "generic"),
+        XdpMode::Auto => try_mode(program, AyaXdpMode::Driver, "driver").or_else(|e| {
+            warn!(%iface, error = %e, "driver-mode XDP unavailable, falling back to generic mode");
+            try_mode(program, AyaXdpMode::Skb, "generic")
+        }),
+    }
+}
+
+/// Swaps our freshly loaded program into the pinned link at `pin`.
+fn replace_in_link(program: &mut Xdp, pin: &Path) -> Result<(), String> {
+    let pinned = PinnedLink::from_pin(pin).map_err(|e| e.to_string())?;
+    let xdp_link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| e.to_string())?;
+    let id = program
+        .attach_to_link(xdp_link)
+        .map_err(|e| e.to_string())?;
+    // The pin keeps the link alive; dropping our handle must not detach it.
+    let link = program.take_link(id).map_err(|e| e.to_string())?;
+    drop(FdLink::try_from(link).map_err(|e| e.to_string())?);
+    Ok(())
+}
+
+fn pinned_links(bpffs: &Path) -> Vec<(String, PathBuf)> {
+    let Ok(entries) = fs::read_dir(bpffs) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("link_")
+                .map(|iface| (iface.to_owned(), e.path()))
+        })
+        .collect()
+}
+
+fn remove_stale_links(bpffs: &Path, keep: &[String]) -> Result<(), BpfError> {
+    for (iface, path) in pinned_links(bpffs) {
+        if !keep.contains(&iface) {
+            fs::remove_file(&path).map_err(pin_err(&path))?;
+            info!(%iface, "XDP program detached (interface no longer configured)");
+        }
+    }
+    Ok(())
+}
+
+/// Detaches the program from every interface and removes links, maps and the
+/// directory. Returns the interfaces it was detached from.
+pub fn detach(bpffs: &Path) -> Result<Vec<String>, BpfError> {
+    if !bpffs.exists() {
+        return Ok(Vec::new());
+    }
+    let mut detached = Vec::new();
+    for (iface, path) in pinned_links(bpffs) {
+        // Removing the last reference to a link detaches its program.
+        fs::remove_file(&path).map_err(pin_err(&path))?;
+        detached.push(iface);
+    }
+    for name in map_names::ALL {
+        let path = bpffs.join(name);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(pin_err(&path)(e)),
+            _ => {}
+        }
+    }
+    if bpffs != Path::new("/sys/fs/bpf") {
+        let _ = fs::remove_dir(bpffs);
+    }
+    Ok(detached)
+}
+
+/// Interfaces with a pinned jailer link.
+pub fn attached_interfaces(bpffs: &Path) -> Vec<String> {
+    let mut v: Vec<String> = pinned_links(bpffs).into_iter().map(|(i, _)| i).collect();
+    v.sort();
+    v
+}
+
+/// Sums the per-CPU `STATS` counters.
+pub fn read_stats(bpffs: &Path) -> Result<[u64; stat::COUNT as usize], BpfError> {
+    let path = bpffs.join(map_names::STATS);
+    if !path.exists() {
+        return Err(BpfError::NotPinned {
+            path: bpffs.to_owned(),
+        });
+    }
+    let data = MapData::from_pin(&path).map_err(map_err(map_names::STATS))?;
+    let map = Map::from_map_data(data).map_err(map_err(map_names::STATS))?;
+    let array: PerCpuArray<MapData, u64> = map.try_into().map_err(map_err(map_names::STATS))?;
+    let mut out = [0; stat::COUNT as usize];
+    for (i, slot) in out.iter_mut().enumerate() {
+        let values = array
+            .get(&(i as u32), 0)
+            .map_err(map_err(map_names::STATS))?;
+        *slot = values.iter().sum();
+    }
+    Ok(out)
+}
+
+/// Where bans live. The agent and the CLI write through this; tests without
+/// privileges use [`MemBanTable`].
+pub trait BanTable: Send {
+    /// Adds or replaces the ban on `addr`.
+    fn insert(&mut self, addr: IpAddr, ban: BanValue) -> Result<(), BpfError>;
+    /// The ban on `addr`, if any (expired or not).
+    fn get(&self, addr: IpAddr) -> Result<Option<BanValue>, BpfError>;
+    /// Removes the ban on `addr`; `false` when there was none.
+    fn remove(&mut self, addr: IpAddr) -> Result<bool, BpfError>;
+    /// Every ban.
+    fn list(&self) -> Result<Vec<(IpAddr, BanValue)>, BpfError>;
+}
+
+/// The pinned kernel ban maps.
+pub struct XdpBanTable {
+    v4: HashMap<MapData, BanKeyV4, BanValue>,
+    v6: HashMap<MapData, BanKeyV6, BanValue>,
+    capacity_v4: u32,
+    capacity_v6: u32,
+}
+
+impl XdpBanTable {
+    fn from_ebpf(ebpf: &mut Ebpf) -> Result<Self, BpfError> {
+        let mut take = |name: &'static str| {
+            ebpf.take_map(name).ok_or_else(|| BpfError::Map {
+                map: name,
+                source: MapError::InvalidName {
+                    name: name.to_owned(),
+                },
+            })
+        };
+        let v4 = take(map_names::BANS_V4)?;
+        let v6 = take(map_names::BANS_V6)?;
+        Self::from_maps(v4, v6)
+    }
+
+    fn from_maps(v4: Map, v6: Map) -> Result<Self, BpfError> {
+        let cap = |m: &Map, name| match m {
+            Map::HashMap(data) => data.info().map(|i| i.max_entries()).map_err(map_err(name)),
+            _ => Ok(0),
+        };
+        let capacity_v4 = cap(&v4, map_names::BANS_V4)?;
+        let capacity_v6 = cap(&v6, map_names::BANS_V6)?;
+        let v4: HashMap<MapData, BanKeyV4, BanValue> =
+            v4.try_into().map_err(map_err(map_names::BANS_V4))?;
+        let v6: HashMap<MapData, BanKeyV6, BanValue> =
+            v6.try_into().map_err(map_err(map_names::BANS_V6))?;
+        Ok(Self {
+            v4,
+            v6,
+            capacity_v4,
+            capacity_v6,
+        })
+    }
+
+    /// Opens the pinned maps; when nothing is pinned yet, creates and pins
+    /// them (without attaching) so bans set before the agent starts are kept.
+    pub fn open(bpffs: &Path) -> Result<(Self, bool), BpfError> {
+        let v4 = bpffs.join(map_names::BANS_V4);
+        let v6 = bpffs.join(map_names::BANS_V6);
+        if v4.exists() && v6.exists() {
+            let open = |p: &Path, name| {
+                MapData::from_pin(p)
+                    .and_then(Map::from_map_data)
+                    .map_err(map_err(name))
+            };
+            return Ok((
+                Self::from_maps(
+                    open(&v4, map_names::BANS_V4)?,
+                    open(&v6, map_names::BANS_V6)?,
+                )?,
+                false,
+            ));
+        }
+        let mut ebpf = load_object(bpffs)?;
+        Ok((Self::from_ebpf(&mut ebpf)?, true))
+    }
+
+    /// Opens the pinned maps, failing when there are none.
+    pub fn open_existing(bpffs: &Path) -> Result<Self, BpfError> {
+        if !bpffs.join(map_names::BANS_V4).exists() {
+            return Err(BpfError::NotPinned {
+                path: bpffs.to_owned(),
+            });
+        }
+        Self::open(bpffs).map(|(t, _)| t)
+    }
+}
+
+fn full_or(map: &'static str, capacity: u32, addr: IpAddr) -> impl FnOnce(MapError) -> BpfError {
+    move |source| match &source {
+        MapError::SyscallError(e) if e.io_error.raw_os_error() == Some(libc::E2BIG) => {
+            BpfError::MapFull {
+                map,
+                capacity,
+                addr,
+            }
+        }
+        _ => map_err(map)(source),
+    }
+}
+
+fn not_found(e: &MapError) -> bool {
+    matches!(e, MapError::KeyNotFound)
+        || matches!(e, MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::ENOENT))
+}
+
+impl BanTable for XdpBanTable {
+    fn insert(&mut self, addr: IpAddr, ban: BanValue) -> Result<(), BpfError> {
+        match addr {
+            IpAddr::V4(a) => self
+                .v4
+                .insert(BanKeyV4 { addr: a.octets() }, ban, 0)
+                .map_err(full_or(map_names::BANS_V4, self.capacity_v4, addr)),
+            IpAddr::V6(a) => self
+                .v6
+                .insert(BanKeyV6 { addr: a.octets() }, ban, 0)
+                .map_err(full_or(map_names::BANS_V6, self.capacity_v6, addr)),
+        }
+    }
+
+    fn get(&self, addr: IpAddr) -> Result<Option<BanValue>, BpfError> {
+        let r = match addr {
+            IpAddr::V4(a) => self.v4.get(&BanKeyV4 { addr: a.octets() }, 0),
+            IpAddr::V6(a) => self.v6.get(&BanKeyV6 { addr: a.octets() }, 0),
+        };
+        match r {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(map_err(if addr.is_ipv4() {
+                map_names::BANS_V4
+            } else {
+                map_names::BANS_V6
+            })(e)),
+        }
+    }
+
+    fn remove(&mut self, addr: IpAddr) -> Result<bool, BpfError> {
+        let r = match addr {
+            IpAddr::V4(a) => self.v4.remove(&BanKeyV4 { addr: a.octets() }),
+            IpAddr::V6(a) => self.v6.remove(&BanKeyV6 { addr: a.octets() }),
+        };
+        match r {
+            Ok(()) => Ok(true),
+            Err(e) if not_found(&e) => Ok(false),
+            Err(e) => Err(map_err(if addr.is_ipv4() {
+                map_names::BANS_V4
+            } else {
+                map_names::BANS_V6
+            })(e)),
+        }
+    }
+
+    fn list(&self) -> Result<Vec<(IpAddr, BanValue)>, BpfError> {
+        let mut out = Vec::new();
+        for item in self.v4.iter() {
+            let (k, v) = item.map_err(map_err(map_names::BANS_V4))?;
+            out.push((IpAddr::from(k.addr), v));
+        }
+        for item in self.v6.iter() {
+            let (k, v) = item.map_err(map_err(map_names::BANS_V6))?;
+            out.push((IpAddr::from(k.addr), v));
+        }
+        Ok(out)
+    }
+}
+
+/// An in-memory [`BanTable`] for tests that cannot touch the kernel.
+#[derive(Default, Debug, Clone)]
+pub struct MemBanTable {
+    pub bans: StdHashMap<IpAddr, BanValue>,
+}
+
+impl BanTable for MemBanTable {
+    fn insert(&mut self, addr: IpAddr, ban: BanValue) -> Result<(), BpfError> {
+        self.bans.insert(addr, ban);
+        Ok(())
+    }
+    fn get(&self, addr: IpAddr) -> Result<Option<BanValue>, BpfError> {
+        Ok(self.bans.get(&addr).copied())
+    }
+    fn remove(&mut self, addr: IpAddr) -> Result<bool, BpfError> {
+        Ok(self.bans.remove(&addr).is_some())
+    }
+    fn list(&self) -> Result<Vec<(IpAddr, BanValue)>, BpfError> {
+        Ok(self.bans.iter().map(|(a, v)| (*a, *v)).collect())
+    }
+}

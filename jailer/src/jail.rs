@@ -1,0 +1,453 @@
+//! The jail engine: failures in, ban decisions out, written to the kernel
+//! maps and the journal; and the expiry queue that lifts bans when due.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::IpAddr,
+    time::{Duration, SystemTime},
+};
+
+use jailer_common::{BAN_ALL_PORTS, BAN_MAX_PORTS, BAN_PERMANENT, BanValue};
+use serde::Serialize;
+use tracing::{debug, info, warn};
+
+use crate::{
+    admin::ban_value,
+    bpf::BanTable,
+    clock::{boot_ns, unix_secs, wall_to_boot_ns},
+    config::Jail,
+    detect::Verdict,
+    error::BpfError,
+    ports::PortSet,
+    state::{Journal, Record, Replay, until_time},
+    timestamp::parse_timestamp,
+    window::{DEFAULT_MAX_TRACKED, FailureWindow},
+};
+
+/// Counters per jail (fail2ban-client status words).
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct JailStats {
+    pub lines: u64,
+    pub total_failed: u64,
+    pub ignored_lines: u64,
+    pub ignored_addresses: u64,
+    pub total_banned: u64,
+    pub ban_errors: u64,
+}
+
+struct JailState {
+    jail: Jail,
+    window: FailureWindow,
+    /// Previous bans per address (for bantime_increment).
+    ban_counts: HashMap<IpAddr, u32>,
+    stats: JailStats,
+}
+
+/// A ban the engine just set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BanEvent {
+    pub jail: String,
+    pub addr: IpAddr,
+    /// `None`: permanent.
+    pub duration: Option<Duration>,
+    /// The failure line's own time.
+    pub line_time: SystemTime,
+}
+
+/// Jails, the ban table they write to, and the expiry queue.
+pub struct Engine<T: BanTable> {
+    jails: Vec<JailState>,
+    table: T,
+    journal: Option<Journal>,
+    /// (wall-clock expiry, address) of bans this engine knows.
+    expiry: BTreeSet<(SystemTime, IpAddr)>,
+}
+
+impl<T: BanTable> Engine<T> {
+    pub fn new(jails: Vec<Jail>, table: T, journal: Option<Journal>) -> Self {
+        let jails = jails
+            .into_iter()
+            .map(|jail| JailState {
+                window: FailureWindow::new(jail.maxretry, jail.findtime, DEFAULT_MAX_TRACKED),
+                jail,
+                ban_counts: HashMap::new(),
+                stats: JailStats::default(),
+            })
+            .collect();
+        Self {
+            jails,
+            table,
+            journal,
+            expiry: BTreeSet::new(),
+        }
+    }
+
+    pub fn table(&self) -> &T {
+        &self.table
+    }
+
+    pub fn table_mut(&mut self) -> &mut T {
+        &mut self.table
+    }
+
+    /// Restores bans from the journal into the table (after a reboot the maps
+    /// are empty) and the repeat-offence counts; expired bans are skipped.
+    pub fn restore(&mut self, replay: &Replay, now: SystemTime) -> Result<usize, BpfError> {
+        for ((jail, addr), n) in &replay.counts {
+            if let Some(j) = self.jails.iter_mut().find(|j| &j.jail.name == jail) {
+                j.ban_counts.insert(*addr, *n);
+            }
+        }
+        let mut restored = 0;
+        for record in replay.active(now) {
+            let Record::Ban {
+                addr, ports, until, ..
+            } = record
+            else {
+                continue;
+            };
+            let ports =
+                PortSet::parse(&ports.split(',').collect::<Vec<_>>()).unwrap_or(PortSet::All);
+            let mut value = ban_value(&ports, None);
+            if let Some(wall) = until_time(*until) {
+                value.expires_ns = wall_to_boot_ns(wall);
+                self.expiry.insert((wall, *addr));
+            }
+            let present = self
+                .table
+                .get(*addr)?
+                .is_some_and(|v| v.is_active(boot_ns()));
+            if !present {
+                self.table.insert(*addr, value)?;
+                restored += 1;
+            }
+        }
+        Ok(restored)
+    }
+
+    /// Failure windows, for the snapshot.
+    pub fn export_windows(&self) -> Vec<(String, Vec<(IpAddr, Vec<u64>)>)> {
+        self.jails
+            .iter()
+            .map(|j| (j.jail.name.clone(), j.window.export()))
+            .collect()
+    }
+
+    pub fn import_windows(
+        &mut self,
+        mut windows: std::collections::BTreeMap<String, Vec<(IpAddr, Vec<u64>)>>,
+    ) {
+        for j in &mut self.jails {
+            if let Some(w) = windows.remove(&j.jail.name) {
+                j.window.import(w);
+            }
+        }
+    }
+
+    /// Stats per jail.
+    pub fn stats(&self) -> Vec<(String, JailStats, usize)> {
+        self.jails
+            .iter()
+            .map(|j| (j.jail.name.clone(), j.stats.clone(), j.window.len()))
+            .collect()
+    }
+
+    /// Windows evicted to bound memory, all jails.
+    pub fn evictions(&self) -> u64 {
+        self.jails.iter().map(|j| j.window.evictions()).sum()
+    }
+
+    /// Runs one log line through the jails at indexes `jails`.
+    pub fn handle_line(&mut self, jails: &[usize], line: &str, now: SystemTime) -> Vec<BanEvent> {
+        let mut events = Vec::new();
+        for &i in jails {
+            let js = &mut self.jails[i];
+            js.stats.lines += 1;
+            let ip = match js.jail.filter.check(line) {
+                Verdict::Failure(ip) => ip,
+                Verdict::Ignored => {
+                    js.stats.ignored_lines += 1;
+                    continue;
+                }
+                Verdict::Miss => continue,
+            };
+            if js.jail.ignores(ip) {
+                js.stats.ignored_addresses += 1;
+                debug!(%ip, jail = js.jail.name, "failure from ignoreip address");
+                continue;
+            }
+            js.stats.total_failed += 1;
+            let at = parse_timestamp(line, now).unwrap_or(now);
+            debug!(%ip, jail = js.jail.name, "failure");
+            if js.window.record(ip, at, now) {
+                match self.ban(i, ip, now) {
+                    Ok(Some(duration)) => events.push(BanEvent {
+                        jail: self.jails[i].jail.name.clone(),
+                        addr: ip,
+                        duration,
+                        line_time: at,
+                    }),
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.jails[i].stats.ban_errors += 1;
+                        warn!(%ip, jail = self.jails[i].jail.name, error = %e, "ban failed");
+                    }
+                }
+            }
+        }
+        events
+    }
+
+    /// Bans `ip` for jail `i`. Returns the duration set, or `None` when an
+    /// existing ban already covers the jail's ports for at least as long.
+    fn ban(
+        &mut self,
+        i: usize,
+        ip: IpAddr,
+        now: SystemTime,
+    ) -> Result<Option<Option<Duration>>, BpfError> {
+        let js = &mut self.jails[i];
+        let previous = js.ban_counts.get(&ip).copied().unwrap_or(0);
+        let duration = bantime_for(&js.jail, previous);
+        let mut value = ban_value(&js.jail.ports, duration);
+        if let Some(old) = self.table.get(ip)? {
+            if old.is_active(boot_ns()) {
+                if covers(&old, &value) {
+                    debug!(%ip, jail = js.jail.name, "already banned");
+                    return Ok(None);
+                }
+                value = merge(&old, &value);
+            }
+        }
+        self.table.insert(ip, value)?;
+        js.stats.total_banned += 1;
+        *js.ban_counts.entry(ip).or_default() += 1;
+        let until = duration.map(|d| now + d);
+        if let Some(until) = until {
+            self.expiry.insert((until, ip));
+        }
+        let ports = PortSet::from_raw(&value.ports, value.flags).to_string();
+        info!(%ip, jail = js.jail.name, bantime = %duration.map_or("permanent".into(), |d| crate::duration::format_duration(d)), %ports, "banned");
+        if let Some(journal) = &self.journal {
+            let record = Record::Ban {
+                addr: ip,
+                jail: js.jail.name.clone(),
+                ports,
+                until: until.map(unix_secs),
+                at: unix_secs(now),
+            };
+            if let Err(e) = journal.append(&record) {
+                warn!(%ip, error = %e, "ban is enforced but could not be journaled; it will not survive a reboot");
+            }
+        }
+        Ok(Some(duration))
+    }
+
+    /// When the next known ban is due to lapse.
+    pub fn next_expiry(&self) -> Option<SystemTime> {
+        self.expiry.first().map(|(t, _)| *t)
+    }
+
+    /// Removes bans that have lapsed (the kernel already ignores them; this
+    /// frees the map slot and logs the unban). Returns the addresses lifted.
+    pub fn expire(&mut self, now: SystemTime) -> Vec<IpAddr> {
+        let mut lifted = Vec::new();
+        while let Some(&(t, ip)) = self.expiry.first() {
+            if t > now {
+                break;
+            }
+            self.expiry.pop_first();
+            match self.table.get(ip) {
+                Ok(Some(v))
+                    if v.expires_ns != BAN_PERMANENT && !v.is_active(boot_ns() + 500_000_000) =>
+                {
+                    match self.table.remove(ip) {
+                        Ok(_) => {
+                            info!(%ip, "unbanned (bantime over)");
+                            lifted.push(ip);
+                        }
+                        Err(e) => warn!(%ip, error = %e, "removing an expired ban failed"),
+                    }
+                }
+                // Extended, made permanent, or lifted by hand meanwhile.
+                Ok(_) => {}
+                Err(e) => warn!(%ip, error = %e, "reading a ban failed"),
+            }
+        }
+        lifted
+    }
+}
+
+/// fail2ban's bantime.increment: `bantime * factor * 2^previous`, capped.
+pub fn bantime_for(jail: &Jail, previous: u32) -> Option<Duration> {
+    let base = jail.bantime?;
+    if !jail.bantime_increment || previous == 0 {
+        return Some(base);
+    }
+    let mult = jail.bantime_factor * f64::from(1u32 << previous.min(20));
+    let secs = (base.as_secs_f64() * mult).min(u64::MAX as f64 / 2.0);
+    let grown = Duration::from_secs_f64(secs);
+    Some(match jail.bantime_max {
+        Some(max) => grown.min(max),
+        None => grown,
+    })
+}
+
+fn covers(old: &BanValue, new: &BanValue) -> bool {
+    let ports_ok = old.flags & BAN_ALL_PORTS != 0
+        || (new.flags & BAN_ALL_PORTS == 0
+            && new.ports.iter().all(|&p| p == 0 || old.covers_port(p)));
+    let time_ok = old.expires_ns == BAN_PERMANENT
+        || (new.expires_ns != BAN_PERMANENT && old.expires_ns >= new.expires_ns);
+    ports_ok && time_ok
+}
+
+/// Union of two bans on one address: ports of both, the later expiry.
+fn merge(old: &BanValue, new: &BanValue) -> BanValue {
+    let mut out = *new;
+    out.drops = old.drops;
+    out.expires_ns = if old.expires_ns == BAN_PERMANENT || new.expires_ns == BAN_PERMANENT {
+        BAN_PERMANENT
+    } else {
+        old.expires_ns.max(new.expires_ns)
+    };
+    let a = PortSet::from_raw(&old.ports, old.flags);
+    let b = PortSet::from_raw(&new.ports, new.flags);
+    let merged = match (a, b) {
+        (PortSet::Only(mut x), PortSet::Only(y)) => {
+            x.extend(y);
+            x.sort_unstable();
+            x.dedup();
+            if x.len() > BAN_MAX_PORTS {
+                PortSet::All
+            } else {
+                PortSet::Only(x)
+            }
+        }
+        _ => PortSet::All,
+    };
+    (out.ports, out.flags) = merged.to_raw();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{path::Path, sync::Arc};
+
+    use super::*;
+    use crate::{bpf::MemBanTable, clock::boot_remaining, detect::Filter};
+
+    fn jail(maxretry: u32, ports: &[&str]) -> Jail {
+        Jail {
+            name: "vpopmail".into(),
+            filter: Arc::new(Filter::load("vpopmail", Path::new(".")).unwrap()),
+            logpaths: vec!["/var/log/mail.log".into()],
+            ports: PortSet::parse(ports).unwrap(),
+            maxretry,
+            findtime: Duration::from_secs(600),
+            bantime: Some(Duration::from_secs(3600)),
+            ignoreip: vec!["192.0.2.0/24".parse().unwrap()],
+            bantime_increment: true,
+            bantime_factor: 1.0,
+            bantime_max: Some(Duration::from_secs(4 * 3600)),
+        }
+    }
+
+    fn line(ip: &str) -> String {
+        format!("vpopmail[1]: vchkpw-pop3: password fail bob@example.com:{ip}")
+    }
+
+    #[test]
+    fn bans_after_maxretry_and_skips_ignoreip() {
+        let mut e = Engine::new(vec![jail(3, &["pop3"])], MemBanTable::default(), None);
+        let now = SystemTime::now();
+        for _ in 0..2 {
+            assert!(e.handle_line(&[0], &line("203.0.113.7"), now).is_empty());
+        }
+        let ev = e.handle_line(&[0], &line("203.0.113.7"), now);
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].addr, "203.0.113.7".parse::<IpAddr>().unwrap());
+        let v = e.table().bans[&ev[0].addr];
+        assert!(v.covers_port(110) && !v.covers_port(25));
+        for _ in 0..10 {
+            assert!(e.handle_line(&[0], &line("192.0.2.5"), now).is_empty());
+        }
+        let (_, stats, _) = &e.stats()[0];
+        assert_eq!(stats.total_banned, 1);
+        assert_eq!(stats.ignored_addresses, 10);
+        assert_eq!(stats.total_failed, 3);
+    }
+
+    #[test]
+    fn repeat_offender_ban_grows_to_the_cap() {
+        let j = jail(1, &["pop3"]);
+        assert_eq!(bantime_for(&j, 0), Some(Duration::from_secs(3600)));
+        assert_eq!(bantime_for(&j, 1), Some(Duration::from_secs(7200)));
+        assert_eq!(bantime_for(&j, 3), Some(Duration::from_secs(4 * 3600)));
+        let mut e = Engine::new(vec![j], MemBanTable::default(), None);
+        let ip: IpAddr = "203.0.113.7".parse().unwrap();
+        e.handle_line(&[0], &line("203.0.113.7"), SystemTime::now());
+        // Lapse the ban, offend again: twice as long.
+        e.table_mut().bans.get_mut(&ip).unwrap().expires_ns = 1;
+        let ev = e.handle_line(&[0], &line("203.0.113.7"), SystemTime::now());
+        assert_eq!(ev[0].duration, Some(Duration::from_secs(7200)));
+        let left = boot_remaining(e.table().bans[&ip].expires_ns);
+        assert!(left > Duration::from_secs(7100));
+    }
+
+    #[test]
+    fn bans_from_two_jails_merge_ports() {
+        let mut imap = jail(1, &["imap"]);
+        imap.name = "imap".into();
+        let mut e = Engine::new(vec![jail(1, &["pop3"]), imap], MemBanTable::default(), None);
+        e.handle_line(&[0, 1], &line("203.0.113.7"), SystemTime::now());
+        let v = e.table().bans[&"203.0.113.7".parse::<IpAddr>().unwrap()];
+        assert!(v.covers_port(110) && v.covers_port(143));
+    }
+
+    #[test]
+    fn expiry_lifts_due_bans_only() {
+        let mut e = Engine::new(vec![jail(1, &["pop3"])], MemBanTable::default(), None);
+        let now = SystemTime::now();
+        e.handle_line(&[0], &line("203.0.113.7"), now);
+        assert!(e.expire(now).is_empty());
+        let ip: IpAddr = "203.0.113.7".parse().unwrap();
+        e.table_mut().bans.get_mut(&ip).unwrap().expires_ns = 1;
+        assert_eq!(e.expire(now + Duration::from_secs(3601)), [ip]);
+        assert!(e.table().bans.is_empty());
+        assert_eq!(e.next_expiry(), None);
+    }
+
+    #[test]
+    fn restore_puts_unexpired_bans_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::new(dir.path()).unwrap();
+        let now = SystemTime::now();
+        let rec = |ip: &str, until: Option<u64>| Record::Ban {
+            addr: ip.parse().unwrap(),
+            jail: "vpopmail".into(),
+            ports: "110".into(),
+            until,
+            at: unix_secs(now) - 10,
+        };
+        journal
+            .append(&rec("203.0.113.7", Some(unix_secs(now) + 600)))
+            .unwrap();
+        journal
+            .append(&rec("203.0.113.8", Some(unix_secs(now) - 1)))
+            .unwrap();
+        journal.append(&rec("2001:db8::1", None)).unwrap();
+        let replay = journal.replay(now).unwrap();
+        let mut e = Engine::new(vec![jail(3, &["pop3"])], MemBanTable::default(), None);
+        assert_eq!(e.restore(&replay, now).unwrap(), 2);
+        let bans = &e.table().bans;
+        assert!(bans.contains_key(&"203.0.113.7".parse::<IpAddr>().unwrap()));
+        assert!(!bans.contains_key(&"203.0.113.8".parse::<IpAddr>().unwrap()));
+        assert_eq!(
+            bans[&"2001:db8::1".parse::<IpAddr>().unwrap()].expires_ns,
+            BAN_PERMANENT
+        );
+        let left = boot_remaining(bans[&"203.0.113.7".parse::<IpAddr>().unwrap()].expires_ns);
+        assert!(left > Duration::from_secs(590) && left <= Duration::from_secs(600));
+    }
+}
