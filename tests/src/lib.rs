@@ -1,1 +1,239 @@
-//! Shared helpers for the root-only tests.
+//! Helpers for the root-only tests: privilege checks, network namespaces with
+//! RAII cleanup, a private bpffs, and frame builders.
+
+use std::{
+    fs::File,
+    io::{Read, Write},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
+    os::fd::AsFd,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::Duration,
+};
+
+use nix::sched::{CloneFlags, setns};
+
+/// Returns early (skipping the test loudly) when not root.
+#[macro_export]
+macro_rules! require_root {
+    ($name:expr) => {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIP {}: needs root; run `sudo -E cargo xtask test`", $name);
+            return;
+        }
+    };
+}
+
+/// Runs a command, panicking with its output when it fails.
+pub fn sh(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("spawn");
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A name unique to this process and call, short enough for an interface.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}{}x{}",
+        std::process::id() % 100_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A network namespace, deleted on drop (with everything in it).
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    pub fn new(prefix: &str) -> Self {
+        let name = unique(&format!("jt{prefix}"));
+        sh(&["ip", "netns", "add", &name]);
+        let ns = Self { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n NAME ...`
+    pub fn ip(&self, args: &[&str]) {
+        let mut v = vec!["ip", "-n", &self.name];
+        v.extend_from_slice(args);
+        sh(&v);
+    }
+
+    /// Runs `f` on a thread that has entered this namespace. Sockets made
+    /// there stay in the namespace when used from elsewhere.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = PathBuf::from("/run/netns").join(&self.name);
+        thread::spawn(move || {
+            let file = File::open(&path).expect("open netns");
+            setns(file.as_fd(), CloneFlags::CLONE_NEWNET).expect("setns");
+            f()
+        })
+        .join()
+        .expect("netns thread panicked")
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A bpffs mounted on a temp dir, unmounted on drop.
+pub struct TempBpffs {
+    dir: tempfile::TempDir,
+}
+
+impl TempBpffs {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        nix::mount::mount(
+            Some("bpffs"),
+            dir.path(),
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .expect("mount bpffs");
+        Self { dir }
+    }
+
+    /// The directory jailer pins into (below the mount, like /sys/fs/bpf/jailer).
+    pub fn pins(&self) -> PathBuf {
+        self.dir.path().join("jailer")
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Default for TempBpffs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TempBpffs {
+    fn drop(&mut self) {
+        let _ = jailer::bpf::detach(&self.pins());
+        let _ = nix::mount::umount2(self.dir.path(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Ethernet + IPv4 (`ihl` words, options zero-filled) + TCP to `dport`.
+pub fn tcp4(src: [u8; 4], dport: u16, ihl: u8, frag_off: u16) -> Vec<u8> {
+    let mut f = eth(0x0800);
+    let hl = usize::from(ihl) * 4;
+    let mut ip = vec![0u8; hl];
+    ip[0] = 0x40 | ihl;
+    ip[2..4].copy_from_slice(&((hl + 20) as u16).to_be_bytes());
+    ip[6..8].copy_from_slice(&frag_off.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 6;
+    ip[12..16].copy_from_slice(&src);
+    ip[16..20].copy_from_slice(&[10, 0, 0, 1]);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&tcp(dport));
+    f
+}
+
+/// Ethernet + IPv4 + UDP to `dport`.
+pub fn udp4(src: [u8; 4], dport: u16) -> Vec<u8> {
+    let mut f = tcp4(src, dport, 5, 0);
+    f[14 + 9] = 17;
+    f
+}
+
+/// Ethernet + IPv6 + TCP to `dport`.
+pub fn tcp6(src: [u8; 16], dport: u16) -> Vec<u8> {
+    let mut f = eth(0x86DD);
+    let mut ip = vec![0u8; 40];
+    ip[0] = 0x60;
+    ip[4..6].copy_from_slice(&20u16.to_be_bytes());
+    ip[6] = 6;
+    ip[7] = 64;
+    ip[8..24].copy_from_slice(&src);
+    ip[39] = 1;
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&tcp(dport));
+    f
+}
+
+fn eth(ether_type: u16) -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
+    f.extend_from_slice(&ether_type.to_be_bytes());
+    f
+}
+
+fn tcp(dport: u16) -> Vec<u8> {
+    let mut t = vec![0u8; 20];
+    t[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    t[2..4].copy_from_slice(&dport.to_be_bytes());
+    t[12] = 5 << 4;
+    t[13] = 0x02; // SYN
+    t
+}
+
+/// A TCP server in the current namespace answering `+OK` to every line.
+pub fn serve(addr: SocketAddr) {
+    let listener = TcpListener::bind(addr).expect("bind");
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            thread::spawn(move || {
+                let mut s = stream;
+                let _ = s.write_all(b"+OK ready\r\n");
+                let mut buf = [0u8; 256];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(b"+OK\r\n").is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// Connects from `src` to `dst` within `timeout`; returns the stream.
+pub fn connect_from(src: IpAddr, dst: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    let domain = if dst.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
+    let sock = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+    sock.bind(&SocketAddr::new(src, 0).into())?;
+    sock.connect_timeout(&dst.into(), timeout)?;
+    let stream: TcpStream = sock.into();
+    stream.set_read_timeout(Some(timeout))?;
+    let mut greeting = [0u8; 64];
+    let n = (&stream).read(&mut greeting)?;
+    if n == 0 {
+        return Err(std::io::Error::other("closed before greeting"));
+    }
+    Ok(stream)
+}
+
+/// Sends a line and waits for the reply.
+pub fn exchange(stream: &mut TcpStream) -> std::io::Result<()> {
+    stream.write_all(b"NOOP\r\n")?;
+    let mut buf = [0u8; 64];
+    match stream.read(&mut buf)? {
+        0 => Err(std::io::Error::other("closed")),
+        _ => Ok(()),
+    }
+}

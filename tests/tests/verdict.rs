@@ -1,0 +1,214 @@
+//! XDP verdicts on crafted frames through BPF_PROG_TEST_RUN: the real
+//! program in the real kernel, no interface needed.
+
+use std::net::IpAddr;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray},
+    programs::{ProgramError, TestRun, TestRunOptions, Xdp},
+};
+use jailer::{admin::ban_value, ports::PortSet};
+use jailer_common::{BanKeyV4, BanKeyV6, BanValue, PROGRAM_NAME, map_names, stat};
+use jailer_tests::{require_root, tcp4, tcp6, udp4};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const BANNED4: [u8; 4] = [203, 0, 113, 7];
+const OTHER4: [u8; 4] = [203, 0, 113, 8];
+const BANNED6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x25,
+];
+
+fn load() -> Ebpf {
+    let mut ebpf = EbpfLoader::new()
+        .load(jailer::bpf::XDP_OBJECT)
+        .expect("load object");
+    let prog: &mut Xdp = ebpf.program_mut(PROGRAM_NAME).unwrap().try_into().unwrap();
+    prog.load().expect("verifier accepts the program");
+    ebpf
+}
+
+fn run(ebpf: &mut Ebpf, frame: &[u8]) -> Result<u32, ProgramError> {
+    let prog: &mut Xdp = ebpf.program_mut(PROGRAM_NAME).unwrap().try_into().unwrap();
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    prog.test_run(opts).map(|r| r.return_value)
+}
+
+fn ban4(ebpf: &mut Ebpf, addr: [u8; 4], v: BanValue) {
+    let mut m: HashMap<_, BanKeyV4, BanValue> =
+        HashMap::try_from(ebpf.map_mut(map_names::BANS_V4).unwrap()).unwrap();
+    m.insert(BanKeyV4 { addr }, v, 0).unwrap();
+}
+
+fn ban6(ebpf: &mut Ebpf, addr: [u8; 16], v: BanValue) {
+    let mut m: HashMap<_, BanKeyV6, BanValue> =
+        HashMap::try_from(ebpf.map_mut(map_names::BANS_V6).unwrap()).unwrap();
+    m.insert(BanKeyV6 { addr }, v, 0).unwrap();
+}
+
+fn drops4(ebpf: &mut Ebpf, addr: [u8; 4]) -> u64 {
+    let m: HashMap<_, BanKeyV4, BanValue> =
+        HashMap::try_from(ebpf.map_mut(map_names::BANS_V4).unwrap()).unwrap();
+    m.get(&BanKeyV4 { addr }, 0).unwrap().drops
+}
+
+fn pop3_for_1h() -> BanValue {
+    ban_value(
+        &PortSet::Only(vec![110]),
+        Some(std::time::Duration::from_secs(3600)),
+    )
+}
+
+#[test]
+fn ipv4_ban_drops_only_its_ports_and_counts() {
+    require_root!("ipv4_ban_drops_only_its_ports_and_counts");
+    let mut ebpf = load();
+    ban4(&mut ebpf, BANNED4, pop3_for_1h());
+    assert_eq!(
+        run(&mut ebpf, &tcp4(BANNED4, 110, 5, 0)).unwrap(),
+        XDP_DROP,
+        "banned -> 110"
+    );
+    assert_eq!(
+        run(&mut ebpf, &tcp4(BANNED4, 25, 5, 0)).unwrap(),
+        XDP_PASS,
+        "banned -> 25"
+    );
+    assert_eq!(
+        run(&mut ebpf, &tcp4(OTHER4, 110, 5, 0)).unwrap(),
+        XDP_PASS,
+        "other -> 110"
+    );
+    assert_eq!(
+        run(&mut ebpf, &udp4(BANNED4, 110)).unwrap(),
+        XDP_PASS,
+        "UDP is not judged"
+    );
+    // IPv4 options: the TCP header sits after ihl*4 bytes.
+    assert_eq!(
+        run(&mut ebpf, &tcp4(BANNED4, 110, 15, 0)).unwrap(),
+        XDP_DROP,
+        "ihl=15"
+    );
+    assert_eq!(
+        run(&mut ebpf, &tcp4(BANNED4, 25, 8, 0)).unwrap(),
+        XDP_PASS,
+        "ihl=8 port 25"
+    );
+    // A first fragment carries the TCP header and is judged; later ones are not.
+    assert_eq!(
+        run(&mut ebpf, &tcp4(BANNED4, 110, 5, 0x2000)).unwrap(),
+        XDP_DROP,
+        "first fragment"
+    );
+    assert_eq!(
+        run(&mut ebpf, &tcp4(BANNED4, 110, 5, 0x0010)).unwrap(),
+        XDP_PASS,
+        "later fragment"
+    );
+    assert_eq!(drops4(&mut ebpf, BANNED4), 3);
+
+    let stats: PerCpuArray<&MapData, u64> =
+        PerCpuArray::try_from(ebpf.map(map_names::STATS).unwrap()).unwrap();
+    let sum = |i: u32| stats.get(&i, 0).unwrap().iter().sum::<u64>();
+    assert_eq!(sum(stat::SEEN), 8);
+    assert_eq!(sum(stat::DROPPED_V4), 3);
+    assert_eq!(sum(stat::PASSED), 5);
+}
+
+#[test]
+fn expiry_permanent_and_all_ports() {
+    require_root!("expiry_permanent_and_all_ports");
+    let mut ebpf = load();
+    let mut expired = pop3_for_1h();
+    expired.expires_ns = 1; // long past on the boot clock
+    ban4(&mut ebpf, BANNED4, expired);
+    assert_eq!(
+        run(&mut ebpf, &tcp4(BANNED4, 110, 5, 0)).unwrap(),
+        XDP_PASS,
+        "expired ban"
+    );
+
+    ban4(
+        &mut ebpf,
+        BANNED4,
+        ban_value(&PortSet::Only(vec![110]), None),
+    );
+    assert_eq!(
+        run(&mut ebpf, &tcp4(BANNED4, 110, 5, 0)).unwrap(),
+        XDP_DROP,
+        "permanent"
+    );
+
+    ban4(
+        &mut ebpf,
+        OTHER4,
+        ban_value(&PortSet::All, Some(std::time::Duration::from_secs(60))),
+    );
+    for port in [25, 110, 443, 65535] {
+        assert_eq!(
+            run(&mut ebpf, &tcp4(OTHER4, port, 5, 0)).unwrap(),
+            XDP_DROP,
+            "all ports: {port}"
+        );
+    }
+}
+
+#[test]
+fn ipv6_ban() {
+    require_root!("ipv6_ban");
+    let mut ebpf = load();
+    ban6(&mut ebpf, BANNED6, pop3_for_1h());
+    let mut other = BANNED6;
+    other[15] = 0x26;
+    assert_eq!(run(&mut ebpf, &tcp6(BANNED6, 110)).unwrap(), XDP_DROP);
+    assert_eq!(run(&mut ebpf, &tcp6(BANNED6, 25)).unwrap(), XDP_PASS);
+    assert_eq!(run(&mut ebpf, &tcp6(other, 110)).unwrap(), XDP_PASS);
+    let mut expired = pop3_for_1h();
+    expired.expires_ns = 1;
+    ban6(&mut ebpf, other, expired);
+    assert_eq!(
+        run(&mut ebpf, &tcp6(other, 110)).unwrap(),
+        XDP_PASS,
+        "expired v6 ban"
+    );
+    assert_eq!(IpAddr::from(BANNED6).to_string(), "2001:db8::25");
+}
+
+#[test]
+fn truncated_frames_pass_at_every_length() {
+    require_root!("truncated_frames_pass_at_every_length");
+    let mut ebpf = load();
+    ban4(&mut ebpf, BANNED4, pop3_for_1h());
+    ban6(&mut ebpf, BANNED6, pop3_for_1h());
+    // The kernel refuses test frames shorter than an Ethernet header, so
+    // every cut from 14 bytes up to one byte short of the TCP ports.
+    for full in [
+        tcp4(BANNED4, 110, 5, 0),
+        tcp4(BANNED4, 110, 15, 0),
+        tcp6(BANNED6, 110),
+    ] {
+        let ports_end = full.len() - 20 + 4;
+        for len in 14..ports_end {
+            assert_eq!(
+                run(&mut ebpf, &full[..len]).unwrap(),
+                XDP_PASS,
+                "cut at {len} of {}",
+                full.len()
+            );
+        }
+        assert_eq!(
+            run(&mut ebpf, &full[..ports_end]).unwrap(),
+            XDP_DROP,
+            "ports present"
+        );
+    }
+    // Garbage: IPv4 version/ihl nonsense passes.
+    let mut bad = tcp4(BANNED4, 110, 5, 0);
+    bad[14] = 0x43; // ihl 3 < 5
+    assert_eq!(run(&mut ebpf, &bad).unwrap(), XDP_PASS);
+    bad[14] = 0x65; // version 6 in an IPv4 EtherType
+    assert_eq!(run(&mut ebpf, &bad).unwrap(), XDP_PASS);
+}
