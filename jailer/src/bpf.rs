@@ -56,20 +56,32 @@ fn map_err(map: &'static str) -> impl FnOnce(MapError) -> BpfError {
 pub fn ensure_bpffs(dir: &Path) -> Result<(), BpfError> {
     let is_bpffs = |p: &Path| statfs(p).is_ok_and(|s| s.filesystem_type() == BPF_FS_MAGIC);
     // The nearest existing ancestor tells which filesystem `dir` would be on.
-    let existing = dir.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
+    let existing = dir
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
     if !is_bpffs(existing) {
         let sys_bpf = Path::new("/sys/fs/bpf");
-        let mount_at = if dir.starts_with(sys_bpf) { sys_bpf } else { dir };
+        let mount_at = if dir.starts_with(sys_bpf) {
+            sys_bpf
+        } else {
+            dir
+        };
         fs::create_dir_all(mount_at).map_err(pin_err(mount_at))?;
         if !is_bpffs(mount_at) {
-            mount(Some("bpffs"), mount_at, Some("bpf"), MsFlags::empty(), None::<&str>).map_err(|source| {
-                match source {
-                    Errno::EPERM => BpfError::NotRoot,
-                    source => BpfError::MountBpffs {
-                        path: mount_at.to_owned(),
-                        source,
-                    },
-                }
+            mount(
+                Some("bpffs"),
+                mount_at,
+                Some("bpf"),
+                MsFlags::empty(),
+                None::<&str>,
+            )
+            .map_err(|source| match source {
+                Errno::EPERM => BpfError::NotRoot,
+                source => BpfError::MountBpffs {
+                    path: mount_at.to_owned(),
+                    source,
+                },
             })?;
             info!(path = %mount_at.display(), "mounted bpffs");
         }

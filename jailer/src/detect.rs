@@ -33,7 +33,7 @@ pub enum Verdict {
 pub enum Filter {
     /// The built-in vchkpw matcher (hand-written: ~10x faster than regex and
     /// immune to greedy-match tricks).
-    Vpopmail(Vpopmail),
+    Vpopmail(Box<Vpopmail>),
     /// A fail2ban-style filter file.
     Regex(RegexFilter),
 }
@@ -43,7 +43,7 @@ impl Filter {
     /// paths resolve against `base`, the config file's directory).
     pub fn load(name: &str, base: &Path) -> Result<Self, FilterError> {
         if name == "vpopmail" {
-            return Ok(Self::Vpopmail(Vpopmail::new()));
+            return Ok(Self::Vpopmail(Box::default()));
         }
         let path = base.join(name);
         let text = fs::read_to_string(&path).map_err(|source| FilterError::NotFound {

@@ -24,6 +24,9 @@ use crate::{
     window::{DEFAULT_MAX_TRACKED, FailureWindow},
 };
 
+/// A jail's failure windows: (address, failure times in ms since the epoch).
+pub type WindowEntries = Vec<(IpAddr, Vec<u64>)>;
+
 /// Counters per jail (fail2ban-client status words).
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct JailStats {
@@ -126,7 +129,7 @@ impl<T: BanTable> Engine<T> {
     }
 
     /// Failure windows, for the snapshot.
-    pub fn export_windows(&self) -> Vec<(String, Vec<(IpAddr, Vec<u64>)>)> {
+    pub fn export_windows(&self) -> Vec<(String, WindowEntries)> {
         self.jails
             .iter()
             .map(|j| (j.jail.name.clone(), j.window.export()))
@@ -210,14 +213,14 @@ impl<T: BanTable> Engine<T> {
         let previous = js.ban_counts.get(&ip).copied().unwrap_or(0);
         let duration = bantime_for(&js.jail, previous);
         let mut value = ban_value(&js.jail.ports, duration);
-        if let Some(old) = self.table.get(ip)? {
-            if old.is_active(boot_ns()) {
-                if covers(&old, &value) {
-                    debug!(%ip, jail = js.jail.name, "already banned");
-                    return Ok(None);
-                }
-                value = merge(&old, &value);
+        if let Some(old) = self.table.get(ip)?
+            && old.is_active(boot_ns())
+        {
+            if covers(&old, &value) {
+                debug!(%ip, jail = js.jail.name, "already banned");
+                return Ok(None);
             }
+            value = merge(&old, &value);
         }
         self.table.insert(ip, value)?;
         js.stats.total_banned += 1;
@@ -227,7 +230,7 @@ impl<T: BanTable> Engine<T> {
             self.expiry.insert((until, ip));
         }
         let ports = PortSet::from_raw(&value.ports, value.flags).to_string();
-        info!(%ip, jail = js.jail.name, bantime = %duration.map_or("permanent".into(), |d| crate::duration::format_duration(d)), %ports, "banned");
+        info!(%ip, jail = js.jail.name, bantime = %duration.map_or("permanent".into(), crate::duration::format_duration), %ports, "banned");
         if let Some(journal) = &self.journal {
             let record = Record::Ban {
                 addr: ip,

@@ -51,10 +51,10 @@ fn known_services() -> String {
 /// One port by number or service name.
 pub fn parse_port(text: &str) -> Result<u16, PortError> {
     let t = text.trim();
-    if let Ok(n) = t.parse::<u16>() {
-        if n != 0 {
-            return Ok(n);
-        }
+    if let Ok(n) = t.parse::<u16>()
+        && n != 0
+    {
+        return Ok(n);
     }
     SERVICES
         .iter()

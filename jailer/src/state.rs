@@ -164,14 +164,14 @@ impl Journal {
         // Past bans as ban+unban pairs (they count, they do not drop), then
         // the bans in force last so they win.
         for record in &replay.history {
-            if let Record::Ban { addr, at, .. } = record {
-                if !active.contains(record) {
-                    keep.push(record.clone());
-                    keep.push(Record::Unban {
-                        addr: *addr,
-                        at: *at,
-                    });
-                }
+            if let Record::Ban { addr, at, .. } = record
+                && !active.contains(record)
+            {
+                keep.push(record.clone());
+                keep.push(Record::Unban {
+                    addr: *addr,
+                    at: *at,
+                });
             }
         }
         keep.extend(active);

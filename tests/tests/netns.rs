@@ -101,10 +101,6 @@ fn check_family(net: &Net, table: &mut XdpBanTable, banned: &str, other: &str, s
     );
 
     let addr: IpAddr = banned.parse().unwrap();
-    let addr = match addr {
-        IpAddr::V6(v6) => IpAddr::V6(v6),
-        v4 => v4,
-    };
     write_ban(
         table,
         addr,
@@ -217,12 +213,14 @@ fn restart_keeps_link_and_bans_and_detach_removes_them() {
     );
     assert_eq!(
         jailer::bpf::attached_interfaces(&bpffs.pins()),
-        [net.iface.clone()]
+        std::slice::from_ref(&net.iface)
     );
     drop(table);
     let detached = jailer::bpf::detach(&bpffs.pins()).unwrap();
-    assert_eq!(detached, [net.iface.clone()]);
-    let left: Vec<_> = std::fs::read_dir(bpffs.pins()).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert_eq!(detached, std::slice::from_ref(&net.iface));
+    let left: Vec<_> = std::fs::read_dir(bpffs.pins())
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
     assert!(!bpffs.pins().exists(), "pins removed, left: {left:?}");
     assert!(
         can_connect(&net, "10.199.0.2", "10.199.0.1:110"),

@@ -199,11 +199,7 @@ fn truncated_frames_pass_at_every_length() {
                 full.len()
             );
         }
-        assert_eq!(
-            run(&mut ebpf, &full).unwrap(),
-            XDP_DROP,
-            "whole frame"
-        );
+        assert_eq!(run(&mut ebpf, &full).unwrap(), XDP_DROP, "whole frame");
     }
     // Garbage: IPv4 version/ihl nonsense passes.
     let mut bad = tcp4(BANNED4, 110, 5, 0);
