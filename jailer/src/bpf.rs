@@ -476,24 +476,50 @@ impl BanTable for XdpBanTable {
     }
 }
 
-/// An in-memory [`BanTable`] for tests that cannot touch the kernel.
+/// An in-memory [`BanTable`] for tests that cannot touch the kernel. Clones
+/// share the same bans, so a test can watch what an agent it runs writes.
 #[derive(Default, Debug, Clone)]
 pub struct MemBanTable {
-    pub bans: StdHashMap<IpAddr, BanValue>,
+    bans: std::sync::Arc<std::sync::Mutex<StdHashMap<IpAddr, BanValue>>>,
+}
+
+impl MemBanTable {
+    /// A copy of every ban.
+    pub fn bans(&self) -> StdHashMap<IpAddr, BanValue> {
+        self.bans.lock().expect("lock poisoned").clone()
+    }
+
+    /// Edits one ban in place (tests: make it lapse, count drops).
+    pub fn edit(&self, addr: IpAddr, f: impl FnOnce(&mut BanValue)) {
+        if let Some(v) = self.bans.lock().expect("lock poisoned").get_mut(&addr) {
+            f(v);
+        }
+    }
 }
 
 impl BanTable for MemBanTable {
     fn insert(&mut self, addr: IpAddr, ban: BanValue) -> Result<(), BpfError> {
-        self.bans.insert(addr, ban);
+        self.bans.lock().expect("lock poisoned").insert(addr, ban);
         Ok(())
     }
     fn get(&self, addr: IpAddr) -> Result<Option<BanValue>, BpfError> {
-        Ok(self.bans.get(&addr).copied())
+        Ok(self.bans.lock().expect("lock poisoned").get(&addr).copied())
     }
     fn remove(&mut self, addr: IpAddr) -> Result<bool, BpfError> {
-        Ok(self.bans.remove(&addr).is_some())
+        Ok(self
+            .bans
+            .lock()
+            .expect("lock poisoned")
+            .remove(&addr)
+            .is_some())
     }
     fn list(&self) -> Result<Vec<(IpAddr, BanValue)>, BpfError> {
-        Ok(self.bans.iter().map(|(a, v)| (*a, *v)).collect())
+        Ok(self
+            .bans
+            .lock()
+            .expect("lock poisoned")
+            .iter()
+            .map(|(a, v)| (*a, *v))
+            .collect())
     }
 }

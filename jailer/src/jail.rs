@@ -370,7 +370,7 @@ mod tests {
         let ev = e.handle_line(&[0], &line("203.0.113.7"), now);
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0].addr, "203.0.113.7".parse::<IpAddr>().unwrap());
-        let v = e.table().bans[&ev[0].addr];
+        let v = e.table().bans()[&ev[0].addr];
         assert!(v.covers_port(110) && !v.covers_port(25));
         for _ in 0..10 {
             assert!(e.handle_line(&[0], &line("192.0.2.5"), now).is_empty());
@@ -391,10 +391,10 @@ mod tests {
         let ip: IpAddr = "203.0.113.7".parse().unwrap();
         e.handle_line(&[0], &line("203.0.113.7"), SystemTime::now());
         // Lapse the ban, offend again: twice as long.
-        e.table_mut().bans.get_mut(&ip).unwrap().expires_ns = 1;
+        e.table().edit(ip, |v| v.expires_ns = 1);
         let ev = e.handle_line(&[0], &line("203.0.113.7"), SystemTime::now());
         assert_eq!(ev[0].duration, Some(Duration::from_secs(7200)));
-        let left = boot_remaining(e.table().bans[&ip].expires_ns);
+        let left = boot_remaining(e.table().bans()[&ip].expires_ns);
         assert!(left > Duration::from_secs(7100));
     }
 
@@ -404,7 +404,7 @@ mod tests {
         imap.name = "imap".into();
         let mut e = Engine::new(vec![jail(1, &["pop3"]), imap], MemBanTable::default(), None);
         e.handle_line(&[0, 1], &line("203.0.113.7"), SystemTime::now());
-        let v = e.table().bans[&"203.0.113.7".parse::<IpAddr>().unwrap()];
+        let v = e.table().bans()[&"203.0.113.7".parse::<IpAddr>().unwrap()];
         assert!(v.covers_port(110) && v.covers_port(143));
     }
 
@@ -415,9 +415,9 @@ mod tests {
         e.handle_line(&[0], &line("203.0.113.7"), now);
         assert!(e.expire(now).is_empty());
         let ip: IpAddr = "203.0.113.7".parse().unwrap();
-        e.table_mut().bans.get_mut(&ip).unwrap().expires_ns = 1;
+        e.table().edit(ip, |v| v.expires_ns = 1);
         assert_eq!(e.expire(now + Duration::from_secs(3601)), [ip]);
-        assert!(e.table().bans.is_empty());
+        assert!(e.table().bans().is_empty());
         assert_eq!(e.next_expiry(), None);
     }
 
@@ -443,7 +443,7 @@ mod tests {
         let replay = journal.replay(now).unwrap();
         let mut e = Engine::new(vec![jail(3, &["pop3"])], MemBanTable::default(), None);
         assert_eq!(e.restore(&replay, now).unwrap(), 2);
-        let bans = &e.table().bans;
+        let bans = &e.table().bans();
         assert!(bans.contains_key(&"203.0.113.7".parse::<IpAddr>().unwrap()));
         assert!(!bans.contains_key(&"203.0.113.8".parse::<IpAddr>().unwrap()));
         assert_eq!(

@@ -1,0 +1,217 @@
+//! The whole agent without privileges: a temp log feeding `run_agent` with an
+//! in-memory ban table; rotation, restart and reboot restore included.
+
+use std::{
+    fs::{self, OpenOptions},
+    io::Write,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    thread,
+    time::{Duration, Instant},
+};
+
+use jailer::{
+    bpf::{BanTable, MemBanTable},
+    config::Config,
+    detect::{Filter, Verdict},
+};
+use tokio::sync::oneshot;
+
+const FIXTURE: &str = include_str!("fixtures/mail.log");
+
+fn append(path: &Path, text: &str) {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+}
+
+/// Current local time in classic syslog form.
+fn now_stamp() -> String {
+    chrono::Local::now().format("%b %e %H:%M:%S").to_string()
+}
+
+fn failure(ip: &str) -> String {
+    format!(
+        "{} www vpopmail[1]: vchkpw-pop3: password fail bob@example.com:{ip}\n",
+        now_stamp()
+    )
+}
+
+struct Agent {
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<thread::JoinHandle<()>>,
+}
+
+impl Agent {
+    fn start(config: Config, table: MemBanTable) -> Self {
+        let (tx, rx) = oneshot::channel();
+        let handle = thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(jailer::run_agent(&config, table, async {
+                let _ = rx.await;
+            }))
+            .expect("agent failed");
+        });
+        // Let the follower open the log (it starts at the end on first run).
+        thread::sleep(Duration::from_millis(300));
+        Self {
+            stop: Some(tx),
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn config(dir: &Path, log: &Path) -> Config {
+    let text = format!(
+        "[jails.vpopmail]\nfilter = \"vpopmail\"\nlogpath = \"{}\"\nmaxretry = 3\nfindtime = \"10m\"\nbantime = \"1h\"\nignoreip = [\"192.0.2.0/24\"]\n",
+        log.display()
+    );
+    let mut c = Config::parse(&dir.join("jailer.toml"), &text).unwrap();
+    c.state_dir = dir.join("state");
+    c
+}
+
+fn banned(table: &MemBanTable, ip: &str) -> bool {
+    table.get(ip.parse::<IpAddr>().unwrap()).unwrap().is_some()
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "timed out: {what}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn fixture_lines_match_as_documented() {
+    let f = Filter::load("vpopmail", Path::new(".")).unwrap();
+    let got: Vec<Option<String>> = FIXTURE
+        .lines()
+        .map(|l| match f.check(l) {
+            Verdict::Failure(ip) => Some(ip.to_string()),
+            _ => None,
+        })
+        .collect();
+    let want = [
+        None,
+        Some("203.0.113.7"),
+        Some("203.0.113.7"),
+        Some("203.0.113.7"),
+        Some("2001:db8::25"),
+        None, // raw IPv6 after a raw name: ambiguous, ignored
+        Some("203.0.113.8"),
+        Some("203.0.113.9"),
+        Some("203.0.113.10"),
+        Some("203.0.113.11"),
+        Some("203.0.113.12"),
+        None,
+        None,
+        None,
+        Some("203.0.113.13"),
+        None,
+    ];
+    let want: Vec<Option<String>> = want.iter().map(|w| w.map(str::to_owned)).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn follows_bans_rotates_and_restores() {
+    let dir = tempfile::tempdir().unwrap();
+    let log: PathBuf = dir.path().join("mail.log");
+    append(&log, FIXTURE); // history before the first start is not read
+    let table = MemBanTable::default();
+    let agent = Agent::start(config(dir.path(), &log), table.clone());
+    assert!(
+        table.bans().is_empty(),
+        "old lines are skipped on first run"
+    );
+
+    for _ in 0..3 {
+        append(&log, &failure("203.0.113.7"));
+    }
+    for _ in 0..5 {
+        append(&log, &failure("192.0.2.50")); // ignoreip
+    }
+    append(&log, &failure("203.0.113.8"));
+    append(&log, &failure("203.0.113.8"));
+    wait_for("203.0.113.7 banned", || banned(&table, "203.0.113.7"));
+    let v = table.get("203.0.113.7".parse().unwrap()).unwrap().unwrap();
+    assert!(v.covers_port(110) && !v.covers_port(25));
+
+    // Rotation by rename + create: the third failure of .8 is in the new file.
+    fs::rename(&log, dir.path().join("mail.log.1")).unwrap();
+    append(&log, &failure("203.0.113.8"));
+    wait_for("203.0.113.8 banned across rotation", || {
+        banned(&table, "203.0.113.8")
+    });
+    assert!(!banned(&table, "192.0.2.50"), "ignoreip never banned");
+    drop(agent);
+
+    // Down: two more failures of .9 land; a restart resumes at the saved
+    // position and counts them with the third.
+    append(&log, &failure("203.0.113.9"));
+    append(&log, &failure("203.0.113.9"));
+    let agent = Agent::start(config(dir.path(), &log), table.clone());
+    assert!(!banned(&table, "203.0.113.9"));
+    append(&log, &failure("203.0.113.9"));
+    wait_for("203.0.113.9 banned after restart", || {
+        banned(&table, "203.0.113.9")
+    });
+    drop(agent);
+
+    // Reboot: the maps are empty; the journal restores every unexpired ban.
+    let fresh = MemBanTable::default();
+    let agent = Agent::start(config(dir.path(), &log), fresh.clone());
+    for ip in ["203.0.113.7", "203.0.113.8", "203.0.113.9"] {
+        assert!(banned(&fresh, ip), "{ip} restored");
+    }
+    assert_eq!(fresh.bans().len(), 3);
+    drop(agent);
+}
+
+#[test]
+fn copytruncate_is_followed_without_double_counting() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mail.log");
+    append(&log, "");
+    let table = MemBanTable::default();
+    let _agent = Agent::start(config(dir.path(), &log), table.clone());
+    append(&log, &failure("203.0.113.20"));
+    append(&log, &failure("203.0.113.20"));
+    thread::sleep(Duration::from_millis(300));
+    fs::copy(&log, dir.path().join("mail.log.1")).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&log)
+        .unwrap();
+    thread::sleep(Duration::from_millis(300));
+    assert!(
+        !banned(&table, "203.0.113.20"),
+        "lines before the truncate counted once"
+    );
+    append(&log, &failure("203.0.113.20"));
+    wait_for("ban after copytruncate", || banned(&table, "203.0.113.20"));
+}
