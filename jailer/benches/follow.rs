@@ -160,7 +160,7 @@ fn main() {
         let mut triggered = Vec::new();
         for _ in 0..per_slice {
             let attacker = if rng.next() % 100 < 5 {
-                if pending.len() < 64 || rng.next() % 2 == 0 {
+                if pending.len() < 64 || rng.next().is_multiple_of(2) {
                     pending.push((next_attacker, 0));
                     next_attacker += 1;
                 }
