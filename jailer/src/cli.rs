@@ -62,6 +62,28 @@ pub enum Command {
     Detach,
     /// Test a filter against a log file or a single line, like fail2ban-regex.
     Regex(RegexArgs),
+    /// Per-jail failures and bans, interfaces, packets dropped (like
+    /// fail2ban-client status). Asks the running agent, else reads the maps.
+    Status {
+        /// Only this jail.
+        jail: Option<String>,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate the configuration and its filters without attaching anything
+    /// (like fail2ban-client -t).
+    Check,
+    /// Make the running agent re-read its configuration (same as SIGHUP):
+    /// jails added or removed, no ban dropped, no log line lost.
+    Reload,
+    /// Print a shell completion script: jailer completions bash > /etc/bash_completion.d/jailer
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): jailer man > /usr/local/share/man/man8/jailer.8
+    Man,
 }
 
 #[derive(Debug, Args)]

@@ -50,6 +50,8 @@ pub struct Config {
     pub xdp_mode: XdpMode,
     pub bpffs: PathBuf,
     pub state_dir: PathBuf,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     pub jails: Vec<Jail>,
 }
 
@@ -87,6 +89,7 @@ impl Default for Config {
             xdp_mode: XdpMode::Auto,
             bpffs: PathBuf::from(DEFAULT_BPFFS),
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            metrics_listen: None,
             jails: Vec::new(),
         }
     }
@@ -101,6 +104,8 @@ struct RawConfig {
     xdp_mode: XdpMode,
     bpffs: Option<PathBuf>,
     state_dir: Option<PathBuf>,
+    #[serde(default, deserialize_with = "metrics_listen")]
+    metrics_listen: Option<std::net::SocketAddr>,
     #[serde(default)]
     jails: BTreeMap<String, RawJail>,
 }
@@ -207,6 +212,18 @@ fn interfaces<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> 
         )));
     }
     Ok(list)
+}
+
+fn metrics_listen<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::net::SocketAddr>, D::Error> {
+    let text = String::deserialize(d)
+        .map_err(|_| de::Error::custom("metrics_listen: expected \"ADDRESS:PORT\""))?;
+    text.parse().map(Some).map_err(|_| {
+        de::Error::custom(format!(
+            "metrics_listen: `{text}` is not ADDRESS:PORT (e.g. \"127.0.0.1:9567\" or \"[::1]:9567\")"
+        ))
+    })
 }
 
 fn ports<'de, D: Deserializer<'de>>(d: D) -> Result<PortSet, D::Error> {
@@ -351,6 +368,7 @@ impl Config {
             state_dir: raw
                 .state_dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            metrics_listen: raw.metrics_listen,
             jails,
         })
     }

@@ -43,7 +43,21 @@ struct JailState {
     window: FailureWindow,
     /// Previous bans per address (for bantime_increment).
     ban_counts: HashMap<IpAddr, u32>,
+    /// Addresses this jail banned that may still be in force.
+    banned: BTreeSet<IpAddr>,
     stats: JailStats,
+}
+
+impl JailState {
+    fn new(jail: Jail) -> Self {
+        Self {
+            window: FailureWindow::new(jail.maxretry, jail.findtime, DEFAULT_MAX_TRACKED),
+            jail,
+            ban_counts: HashMap::new(),
+            banned: BTreeSet::new(),
+            stats: JailStats::default(),
+        }
+    }
 }
 
 /// A ban the engine just set.
@@ -64,25 +78,80 @@ pub struct Engine<T: BanTable> {
     journal: Option<Journal>,
     /// (wall-clock expiry, address) of bans this engine knows.
     expiry: BTreeSet<(SystemTime, IpAddr)>,
+    unbans: u64,
 }
 
 impl<T: BanTable> Engine<T> {
     pub fn new(jails: Vec<Jail>, table: T, journal: Option<Journal>) -> Self {
-        let jails = jails
-            .into_iter()
-            .map(|jail| JailState {
-                window: FailureWindow::new(jail.maxretry, jail.findtime, DEFAULT_MAX_TRACKED),
-                jail,
-                ban_counts: HashMap::new(),
-                stats: JailStats::default(),
-            })
-            .collect();
         Self {
-            jails,
+            jails: jails.into_iter().map(JailState::new).collect(),
             table,
             journal,
             expiry: BTreeSet::new(),
+            unbans: 0,
         }
+    }
+
+    /// Applies a new set of jails (reload): jails that keep their name keep
+    /// their failure windows, counters and ban history; new ones start empty;
+    /// removed ones are dropped. Bans in the table are not touched.
+    pub fn reconfigure(&mut self, jails: Vec<Jail>) {
+        let mut old: HashMap<String, JailState> = self
+            .jails
+            .drain(..)
+            .map(|j| (j.jail.name.clone(), j))
+            .collect();
+        for jail in jails {
+            let state = match old.remove(&jail.name) {
+                Some(mut state) => {
+                    if state.jail.maxretry != jail.maxretry || state.jail.findtime != jail.findtime
+                    {
+                        let mut window =
+                            FailureWindow::new(jail.maxretry, jail.findtime, DEFAULT_MAX_TRACKED);
+                        window.import(state.window.export());
+                        state.window = window;
+                    }
+                    state.jail = jail;
+                    state
+                }
+                None => JailState::new(jail),
+            };
+            self.jails.push(state);
+        }
+    }
+
+    /// Jail names, in order.
+    pub fn jail_names(&self) -> Vec<String> {
+        self.jails.iter().map(|j| j.jail.name.clone()).collect()
+    }
+
+    /// Per jail: (name, counters, addresses with failures in their window,
+    /// addresses it banned that are still in force).
+    pub fn jail_report(&self) -> Vec<(String, JailStats, usize, Vec<IpAddr>)> {
+        let now = boot_ns();
+        self.jails
+            .iter()
+            .map(|j| {
+                let banned = j
+                    .banned
+                    .iter()
+                    .copied()
+                    .filter(|ip| {
+                        self.table
+                            .get(*ip)
+                            .ok()
+                            .flatten()
+                            .is_some_and(|v| v.is_active(now))
+                    })
+                    .collect();
+                (j.jail.name.clone(), j.stats.clone(), j.window.len(), banned)
+            })
+            .collect()
+    }
+
+    /// Bans lifted by expiry since start.
+    pub fn unbans(&self) -> u64 {
+        self.unbans
     }
 
     pub fn table(&self) -> &T {
@@ -224,6 +293,7 @@ impl<T: BanTable> Engine<T> {
         }
         self.table.insert(ip, value)?;
         js.stats.total_banned += 1;
+        js.banned.insert(ip);
         *js.ban_counts.entry(ip).or_default() += 1;
         let until = duration.map(|d| now + d);
         if let Some(until) = until {
@@ -267,6 +337,10 @@ impl<T: BanTable> Engine<T> {
                     match self.table.remove(ip) {
                         Ok(_) => {
                             info!(%ip, "unbanned (bantime over)");
+                            self.unbans += 1;
+                            for j in &mut self.jails {
+                                j.banned.remove(&ip);
+                            }
                             lifted.push(ip);
                         }
                         Err(e) => warn!(%ip, error = %e, "removing an expired ban failed"),

@@ -7,48 +7,43 @@
 //! survive restarts.
 
 pub mod admin;
+pub mod agent;
 pub mod bpf;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod detect;
 pub mod duration;
 pub mod error;
 pub mod jail;
+pub mod metrics;
 pub mod ports;
 pub mod regex_cmd;
 pub mod state;
+pub mod status;
 pub mod timestamp;
 pub mod watch;
 pub mod window;
 
-use std::{
-    collections::BTreeMap,
-    future::Future,
-    net::IpAddr,
-    path::PathBuf,
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
+use std::{net::IpAddr, time::SystemTime};
 
-use tokio::sync::{Notify, mpsc};
+use clap::CommandFactory;
 use tracing::{info, warn};
 
+pub use crate::agent::{AgentOptions, run_agent, run_agent_with};
 use crate::{
     admin::{active_bans, ban_value, format_table, write_ban},
     bpf::{BanTable, XdpBanTable},
     cli::{Cli, Command},
     clock::unix_secs,
     config::Config,
+    control::{Request, Response},
     duration::parse_bantime,
     error::{ConfigError, Error},
-    jail::Engine,
     ports::PortSet,
-    state::{Journal, Record, Snapshot},
-    watch::{DirWatcher, Follower, follow},
+    state::{Journal, Record},
 };
-
-pub use crate::error::Error as JailerError;
 
 /// Runs a parsed command line.
 pub fn main(cli: Cli) -> Result<(), Error> {
@@ -71,8 +66,99 @@ pub fn main(cli: Cli) -> Result<(), Error> {
                     path: "tokio runtime".into(),
                     source,
                 })?;
-            runtime.block_on(run_agent(&config, datapath.bans, shutdown_signal()))
+            let options = AgentOptions {
+                config_path: Some(cli.config.clone()),
+                manage_xdp: true,
+                attached: datapath.attached,
+            };
+            runtime.block_on(run_agent_with(
+                &config,
+                datapath.bans,
+                shutdown_signal(),
+                options,
+            ))
         }
+        Command::Check => {
+            let config = Config::load(&cli.config)?;
+            if config.jails.is_empty() {
+                return Err(ConfigError::NoJail { path: config.path }.into());
+            }
+            for iface in &config.interfaces {
+                if nix::net::if_::if_nametoindex(iface.as_str()).is_err() {
+                    warn!(%iface, "interface does not exist on this machine (yet)");
+                }
+            }
+            println!("{}: OK", config.path.display());
+            for j in &config.jails {
+                let logs: Vec<String> =
+                    j.logpaths.iter().map(|p| p.display().to_string()).collect();
+                println!(
+                    "  jail {}: filter {}, logs {}, ports {}, maxretry {}, findtime {}, bantime {}",
+                    j.name,
+                    j.filter.name(),
+                    logs.join(" "),
+                    j.ports,
+                    j.maxretry,
+                    duration::format_duration(j.findtime),
+                    j.bantime
+                        .map_or("permanent".into(), duration::format_duration)
+                );
+            }
+            Ok(())
+        }
+        Command::Status { jail, json } => {
+            let config = Config::load_or_default(&cli.config)?;
+            let status = match control::ask(&config.state_dir, &Request::Status)? {
+                Some(Response::Status { status }) => status,
+                Some(Response::Error { message }) => return Err(Error::Usage(message)),
+                _ => status::from_maps(&config)?,
+            };
+            if let Some(name) = &jail
+                && !status.jails.iter().any(|j| &j.name == name)
+            {
+                return Err(Error::Usage(format!("no jail named `{name}`")));
+            }
+            if json {
+                let mut status = status;
+                if let Some(name) = &jail {
+                    status.jails.retain(|j| &j.name == name);
+                }
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&status).expect("status serializes")
+                );
+            } else {
+                print!("{}", status::render(&status, jail.as_deref()));
+            }
+            Ok(())
+        }
+        Command::Reload => {
+            let config = Config::load_or_default(&cli.config)?;
+            match control::ask(&config.state_dir, &Request::Reload)? {
+                Some(Response::Reloaded { jails }) => {
+                    println!("reloaded; jails: {}", jails.join(", "));
+                    Ok(())
+                }
+                Some(Response::Error { message }) => {
+                    Err(Error::Usage(format!("reload refused: {message}")))
+                }
+                Some(other) => Err(Error::Usage(format!("unexpected reply: {other:?}"))),
+                None => Err(Error::Usage(format!(
+                    "no agent is running (no socket in {})",
+                    config.state_dir.display()
+                ))),
+            }
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "jailer", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map_err(|source| Error::Read {
+                path: "stdout".into(),
+                source,
+            }),
         Command::Ban(args) => {
             let config = Config::load_or_default(&cli.config)?;
             let addr = parse_addr(&args.ip)?;
@@ -193,106 +279,4 @@ pub async fn shutdown_signal() {
         _ = term.recv() => {}
     }
     info!("shutting down; the XDP program stays attached and bans stay enforced");
-}
-
-/// How often positions and windows are saved while lines flow.
-const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
-
-/// The agent: follows every jail's logs, bans through `table`, lifts bans
-/// when due, and saves its state; returns when `shutdown` resolves.
-pub async fn run_agent<T: BanTable + 'static>(
-    config: &Config,
-    table: T,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), Error> {
-    let now = SystemTime::now();
-    let journal = Journal::new(&config.state_dir)?;
-    let replay = journal.replay(now)?;
-    if let Err(e) = journal.compact(now) {
-        warn!(error = %e, "compacting the ban journal failed");
-    }
-    let mut engine = Engine::new(config.jails.clone(), table, Some(journal));
-    let restored = engine.restore(&replay, now)?;
-    if restored > 0 {
-        info!(count = restored, "bans restored from the journal");
-    }
-    let mut snapshot = Snapshot::load(&config.state_dir)?;
-    engine.import_windows(std::mem::take(&mut snapshot.windows));
-
-    // Each log path is followed once, whatever the number of jails on it.
-    let mut sources: BTreeMap<PathBuf, Vec<usize>> = BTreeMap::new();
-    for (i, jail) in config.jails.iter().enumerate() {
-        for path in &jail.logpaths {
-            sources.entry(path.clone()).or_default().push(i);
-        }
-    }
-    let sources: Vec<(PathBuf, Vec<usize>)> = sources.into_iter().collect();
-    let (tx, mut rx) = mpsc::channel(64);
-    let mut wakes = Vec::new();
-    let mut tasks = Vec::new();
-    for (source, (path, _)) in sources.iter().enumerate() {
-        let wake = Arc::new(Notify::new());
-        wakes.push((path.clone(), wake.clone()));
-        let follower = Follower::open(path, snapshot.positions.get(path).copied());
-        tasks.push(tokio::spawn(follow(follower, source, wake, tx.clone())));
-    }
-    drop(tx);
-    let _watcher = DirWatcher::new(&wakes).map_err(|source| Error::Watch {
-        path: wakes.first().map(|(p, _)| p.clone()).unwrap_or_default(),
-        source,
-    })?;
-    for (path, jails) in &sources {
-        let names: Vec<&str> = jails
-            .iter()
-            .map(|&i| config.jails[i].name.as_str())
-            .collect();
-        info!(log = %path.display(), jails = %names.join(","), "following");
-    }
-
-    tokio::pin!(shutdown);
-    let mut tick = tokio::time::interval(SNAPSHOT_EVERY);
-    let mut dirty = false;
-    loop {
-        let next_expiry = engine.next_expiry().map(|t| {
-            tokio::time::Instant::now()
-                + t.duration_since(SystemTime::now())
-                    .unwrap_or(Duration::ZERO)
-        });
-        tokio::select! {
-            batch = rx.recv() => {
-                let Some(batch) = batch else { break };
-                let jails = &sources[batch.source].1;
-                let now = SystemTime::now();
-                for line in &batch.lines {
-                    engine.handle_line(jails, line, now);
-                }
-                if let Some(pos) = batch.position {
-                    snapshot.positions.insert(sources[batch.source].0.clone(), pos);
-                    dirty = true;
-                }
-            }
-            _ = async { tokio::time::sleep_until(next_expiry.expect("guarded")).await }, if next_expiry.is_some() => {
-                engine.expire(SystemTime::now());
-            }
-            _ = tick.tick() => {
-                if dirty {
-                    save_snapshot(&mut snapshot, &engine, config);
-                    dirty = false;
-                }
-            }
-            () = &mut shutdown => break,
-        }
-    }
-    for t in &tasks {
-        t.abort();
-    }
-    save_snapshot(&mut snapshot, &engine, config);
-    Ok(())
-}
-
-fn save_snapshot<T: BanTable>(snapshot: &mut Snapshot, engine: &Engine<T>, config: &Config) {
-    snapshot.windows = engine.export_windows().into_iter().collect();
-    if let Err(e) = snapshot.save(&config.state_dir) {
-        warn!(error = %e, "saving log positions failed; a restart may re-read or skip lines");
-    }
 }

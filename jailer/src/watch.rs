@@ -30,7 +30,8 @@ const BATCH: usize = 4096;
 /// Lines read from one log, and where reading got to after them.
 #[derive(Debug)]
 pub struct LogBatch {
-    pub source: usize,
+    /// The log path as configured.
+    pub source: PathBuf,
     pub lines: Vec<String>,
     pub position: Option<Position>,
     /// Over-long lines skipped in this batch.
@@ -285,12 +286,8 @@ impl DirWatcher {
 
 /// Drives one follower: reads on every wake-up and sends batches. Waits only
 /// on inotify, except while a rotated file is draining (then also on a timer).
-pub async fn follow(
-    mut follower: Follower,
-    source: usize,
-    wake: Arc<Notify>,
-    tx: mpsc::Sender<LogBatch>,
-) {
+pub async fn follow(mut follower: Follower, wake: Arc<Notify>, tx: mpsc::Sender<LogBatch>) {
+    let source = follower.path().to_owned();
     loop {
         let mut lines = Vec::new();
         let overlong = match follower.poll(&mut lines) {
@@ -307,7 +304,7 @@ pub async fn follow(
         let mut chunks = lines.chunks(BATCH).peekable();
         if chunks.peek().is_none() && overlong > 0 {
             let batch = LogBatch {
-                source,
+                source: source.clone(),
                 lines: Vec::new(),
                 position,
                 overlong,
@@ -320,7 +317,7 @@ pub async fn follow(
         while let Some(chunk) = chunks.next() {
             let last = chunks.peek().is_none();
             let batch = LogBatch {
-                source,
+                source: source.clone(),
                 lines: chunk.to_vec(),
                 // Only the last batch carries the position: it covers them all.
                 position: if last { position } else { None },
