@@ -2,8 +2,8 @@
 //! RAII cleanup, a private bpffs, and frame builders.
 
 use std::{
-    fs::File,
-    io::{Read, Write},
+    fs::{File, OpenOptions},
+    io::{BufRead, BufReader, Read, Write},
     net::{IpAddr, SocketAddr, TcpListener, TcpStream},
     os::fd::AsFd,
     path::{Path, PathBuf},
@@ -235,5 +235,133 @@ pub fn exchange(stream: &mut TcpStream) -> std::io::Result<()> {
     match stream.read(&mut buf)? {
         0 => Err(std::io::Error::other("closed")),
         _ => Ok(()),
+    }
+}
+
+/// A POP3 server that accepts `PASS secret` and logs every other password
+/// as vchkpw does, with the client's address at the end of the line.
+pub fn pop3_server(addr: SocketAddr, log: PathBuf) {
+    let listener = TcpListener::bind(addr).expect("bind 110");
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let log = log.clone();
+            thread::spawn(move || {
+                let peer = stream
+                    .peer_addr()
+                    .map(|a| a.ip())
+                    .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+                let peer = match peer {
+                    IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+                    v4 => v4,
+                };
+                let mut out = stream.try_clone().unwrap();
+                let _ = out.write_all(b"+OK POP3 ready\r\n");
+                let mut user = String::new();
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let line = line.trim_end().to_owned();
+                    if let Some(u) = line.strip_prefix("USER ") {
+                        user = u.to_owned();
+                        let _ = out.write_all(b"+OK\r\n");
+                    } else if let Some(p) = line.strip_prefix("PASS ") {
+                        let stamp = chrono::Local::now().format("%b %e %H:%M:%S");
+                        let (reply, msg) = if p == "secret" {
+                            ("+OK logged in\r\n", format!("login success {user}:{peer}"))
+                        } else {
+                            (
+                                "-ERR authorization failed\r\n",
+                                format!("password fail {user}:{peer}"),
+                            )
+                        };
+                        let mut f = OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(&log)
+                            .unwrap();
+                        writeln!(f, "{stamp} mail vpopmail[4242]: vchkpw-pop3: {msg}").unwrap();
+                        let _ = out.write_all(reply.as_bytes());
+                    } else if line == "QUIT" {
+                        let _ = out.write_all(b"+OK bye\r\n");
+                        break;
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// Logs in from `src`; `Ok(true)` when the password was accepted.
+pub fn login(client: &NetNs, src: &str, dst: &str, pass: &str) -> std::io::Result<bool> {
+    let src: IpAddr = src.parse().unwrap();
+    let dst: SocketAddr = dst.parse().unwrap();
+    let pass = pass.to_owned();
+    client.run(move || {
+        let stream = connect_from(src, dst, Duration::from_millis(700))?;
+        let mut w = stream.try_clone()?;
+        let mut r = BufReader::new(stream);
+        let mut reply = String::new();
+        w.write_all(b"USER bob@example.com\r\n")?;
+        r.read_line(&mut reply)?;
+        reply.clear();
+        w.write_all(format!("PASS {pass}\r\n").as_bytes())?;
+        r.read_line(&mut reply)?;
+        w.write_all(b"QUIT\r\n")?;
+        Ok(reply.starts_with("+OK"))
+    })
+}
+
+/// Two namespaces joined by a veth pair: the server side has `10.N.0.1` and
+/// `fd00:N::1`, the client side `10.N.0.2`, `10.N.0.3`, `fd00:N::2`, `fd00:N::3`.
+pub struct Pair {
+    pub server: NetNs,
+    pub client: NetNs,
+    /// The server-side interface (where XDP goes).
+    pub iface: String,
+}
+
+impl Pair {
+    pub fn new(n: u8) -> Self {
+        let server = NetNs::new("s");
+        let client = NetNs::new("c");
+        let iface = unique("vs");
+        let peer = unique("vc");
+        server.ip(&[
+            "link",
+            "add",
+            &iface,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &peer,
+            "netns",
+            &client.name,
+        ]);
+        server.ip(&["addr", "add", &format!("10.{n}.0.1/24"), "dev", &iface]);
+        server.ip(&[
+            "addr",
+            "add",
+            &format!("fd00:{n}::1/64"),
+            "dev",
+            &iface,
+            "nodad",
+        ]);
+        server.ip(&["link", "set", &iface, "up"]);
+        for host in [2, 3] {
+            client.ip(&["addr", "add", &format!("10.{n}.0.{host}/24"), "dev", &peer]);
+            client.ip(&[
+                "addr",
+                "add",
+                &format!("fd00:{n}::{host}/64"),
+                "dev",
+                &peer,
+                "nodad",
+            ]);
+        }
+        client.ip(&["link", "set", &peer, "up"]);
+        Self {
+            server,
+            client,
+            iface,
+        }
     }
 }

@@ -14,59 +14,22 @@ use jailer::{
     config::XdpMode,
     ports::PortSet,
 };
-use jailer_tests::{NetNs, TempBpffs, connect_from, exchange, require_root, serve, unique};
+use jailer_tests::{Pair, TempBpffs, connect_from, exchange, require_root, serve};
 
 const TIMEOUT: Duration = Duration::from_millis(700);
 
-struct Net {
-    server: NetNs,
-    client: NetNs,
-    iface: String,
-}
-
-/// server (10.199.0.1, fd00:199::1) <-veth-> client (.2 .3, ::2 ::3)
-fn topology() -> Net {
-    let server = NetNs::new("s");
-    let client = NetNs::new("c");
-    let iface = unique("vs");
-    let peer = unique("vc");
-    server.ip(&[
-        "link",
-        "add",
-        &iface,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &peer,
-        "netns",
-        &client.name,
-    ]);
-    server.ip(&["addr", "add", "10.199.0.1/24", "dev", &iface]);
-    server.ip(&["addr", "add", "fd00:199::1/64", "dev", &iface, "nodad"]);
-    server.ip(&["link", "set", &iface, "up"]);
-    for a in ["10.199.0.2/24", "10.199.0.3/24"] {
-        client.ip(&["addr", "add", a, "dev", &peer]);
-    }
-    for a in ["fd00:199::2/64", "fd00:199::3/64"] {
-        client.ip(&["addr", "add", a, "dev", &peer, "nodad"]);
-    }
-    client.ip(&["link", "set", &peer, "up"]);
-    // veth needs an XDP program on the peer too for driver mode to receive;
-    // generic mode on the server side is the portable choice for the test,
-    // and driver mode is checked separately below.
-    server.run(|| {
+/// server (10.199.0.1, fd00:199::1) <-veth-> client (.2 .3, ::2 ::3), with
+/// servers on 110 and 25.
+fn topology() -> Pair {
+    let net = Pair::new(199);
+    net.server.run(|| {
         serve("[::]:110".parse().unwrap());
         serve("[::]:25".parse().unwrap());
     });
-    Net {
-        server,
-        client,
-        iface,
-    }
+    net
 }
 
-fn can_connect(net: &Net, src: &str, dst: &str) -> bool {
+fn can_connect(net: &Pair, src: &str, dst: &str) -> bool {
     let src: IpAddr = src.parse().unwrap();
     let dst: SocketAddr = dst.parse().unwrap();
     net.client
@@ -82,7 +45,7 @@ fn eventually(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn attach(net: &Net, bpffs: &TempBpffs, mode: XdpMode) -> XdpBanTable {
+fn attach(net: &Pair, bpffs: &TempBpffs, mode: XdpMode) -> XdpBanTable {
     let pins = bpffs.pins();
     let iface = net.iface.clone();
     net.server.run(move || {
@@ -92,7 +55,7 @@ fn attach(net: &Net, bpffs: &TempBpffs, mode: XdpMode) -> XdpBanTable {
     })
 }
 
-fn check_family(net: &Net, table: &mut XdpBanTable, banned: &str, other: &str, server: &str) {
+fn check_family(net: &Pair, table: &mut XdpBanTable, banned: &str, other: &str, server: &str) {
     let s110 = format!("{server}:110");
     let s25 = format!("{server}:25");
     assert!(
