@@ -154,6 +154,7 @@ pub fn main(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Man => clap_mangen::Man::new(Cli::command())
+            .section("8")
             .render(&mut std::io::stdout())
             .map_err(|source| Error::Read {
                 path: "stdout".into(),
