@@ -28,6 +28,10 @@ pub const BAN_MAX_PORTS: usize = 8;
 /// `BanValue::flags`: the ban covers every TCP port, `ports` is ignored.
 pub const BAN_ALL_PORTS: u32 = 1 << 0;
 
+/// `BanValue::flags`: count would-be drops in `drops` but let packets pass
+/// (try a ban, or run beside fail2ban, before enforcing).
+pub const BAN_MONITOR: u32 = 1 << 1;
+
 /// `BanValue::expires_ns` of a ban that never expires.
 pub const BAN_PERMANENT: u64 = 0;
 
@@ -47,8 +51,9 @@ pub struct BanValue {
     pub ports: [u16; BAN_MAX_PORTS],
     /// `BAN_*` flags.
     pub flags: u32,
-    /// Explicit padding, always 0, so the struct has no hidden bytes.
-    pub reserved: u32,
+    /// Prefix length of a trie entry (so userspace can tell an exact trie
+    /// hit from a covering prefix); 0 in the exact-address maps.
+    pub prefix_len: u32,
 }
 
 const _: () = assert!(size_of::<BanKeyV4>() == 4);
@@ -79,6 +84,30 @@ impl BanValue {
     }
 }
 
+/// Data part of the IPv4 prefix-trie key: the address (network order) in the
+/// first 4 bytes, then 4 zero bytes. The padding puts the value at an 8-byte
+/// aligned offset in the trie node, as `BanValue`'s u64 fields need.
+pub type NetV4 = [u8; 8];
+/// Data part of the IPv6 prefix-trie key: the address, network order.
+pub type NetV6 = [u8; 16];
+
+/// Slots of the `SETTINGS` array (u32 each, written by userspace; separate
+/// slots so writers never read-modify-write each other's fields).
+pub mod setting {
+    /// `SETTINGS_*` flags.
+    pub const FLAGS: u32 = 0;
+    /// Non-zero while `BANS_V4_NET` may hold entries: only then is the trie
+    /// consulted, so an empty trie costs nothing.
+    pub const NETS_V4: u32 = 1;
+    /// The same for `BANS_V6_NET`.
+    pub const NETS_V6: u32 = 2;
+    /// Number of slots.
+    pub const COUNT: u32 = 3;
+}
+
+/// `setting::FLAGS`: monitor mode for every ban (`xdp_action = "monitor"`).
+pub const SETTINGS_MONITOR: u32 = 1 << 0;
+
 /// Indexes of the per-CPU `STATS` array.
 pub mod stat {
     /// Every packet the program ran on.
@@ -89,8 +118,10 @@ pub mod stat {
     pub const DROPPED_V4: u32 = 2;
     /// IPv6 packets dropped by a ban.
     pub const DROPPED_V6: u32 = 3;
+    /// Packets a ban matched but let pass (monitor mode).
+    pub const WOULD_DROP: u32 = 4;
     /// Number of slots in `STATS`.
-    pub const COUNT: u32 = 4;
+    pub const COUNT: u32 = 5;
 }
 
 /// Default capacity of each ban map (one per address family).
@@ -100,10 +131,16 @@ pub const MAX_BANS: u32 = 1 << 20;
 pub mod map_names {
     pub const BANS_V4: &str = "BANS_V4";
     pub const BANS_V6: &str = "BANS_V6";
+    pub const BANS_V4_NET: &str = "BANS_V4_NET";
+    pub const BANS_V6_NET: &str = "BANS_V6_NET";
+    pub const SETTINGS: &str = "SETTINGS";
     pub const STATS: &str = "STATS";
     /// Every map the program declares, in one place for loaders and tests.
-    pub const ALL: [&str; 3] = [BANS_V4, BANS_V6, STATS];
+    pub const ALL: [&str; 6] = [BANS_V4, BANS_V6, BANS_V4_NET, BANS_V6_NET, SETTINGS, STATS];
 }
+
+/// Default capacity of each prefix-ban trie.
+pub const MAX_NET_BANS: u32 = 1 << 16;
 
 /// Name of the XDP entry point in the eBPF object.
 pub const PROGRAM_NAME: &str = "jailer_xdp";
@@ -128,7 +165,7 @@ mod tests {
             drops: 0,
             ports: [0; BAN_MAX_PORTS],
             flags,
-            reserved: 0,
+            prefix_len: 0,
         };
         v.ports[..ports.len()].copy_from_slice(ports);
         v

@@ -1,12 +1,17 @@
 //! Every map the program uses, declared in one place. Names match
 //! `jailer_common::map_names`; the agent pins them under its bpffs directory.
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
-    btf_maps::{HashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
+    helpers::bpf_map_lookup_elem,
     macros::btf_map,
 };
-use jailer_common::{BanKeyV4, BanKeyV6, BanValue, MAX_BANS, stat};
+use jailer_common::{
+    BanKeyV4, BanKeyV6, BanValue, MAX_BANS, MAX_NET_BANS, NetV4, NetV6, setting, stat,
+};
 
 /// Exact IPv4 source bans. Not preallocated: a million idle slots would pin
 /// ~100 MiB of kernel memory on a server that holds a few hundred bans.
@@ -27,6 +32,34 @@ pub static BANS_V6: HashMap<
     { BPF_F_NO_PREALLOC as usize },
 > = HashMap::new();
 
+/// IPv4 prefix bans (`jailer ban 203.0.113.0/24`), longest prefix wins.
+#[btf_map]
+pub static BANS_V4_NET: LpmTrie<NetV4, BanValue, { MAX_NET_BANS as usize }> = LpmTrie::new();
+
+/// IPv6 prefix bans (a /64 per attacker with `ban_prefix_v6 = 64`).
+#[btf_map]
+pub static BANS_V6_NET: LpmTrie<NetV6, BanValue, { MAX_NET_BANS as usize }> = LpmTrie::new();
+
+/// Runtime settings (`jailer_common::setting` slots): monitor mode, and
+/// whether the prefix tries hold anything.
+#[btf_map]
+pub static SETTINGS: Array<u32, { setting::COUNT as usize }> = Array::new();
+
 /// Per-CPU packet counters, indexed by `jailer_common::stat`.
 #[btf_map]
 pub static STATS: PerCpuArray<u64, { stat::COUNT as usize }> = PerCpuArray::new();
+
+/// Longest-prefix lookup returning a pointer we may bump `drops` through
+/// (the btf_maps API only hands out `&V`). `map` is the trie static.
+#[inline(always)]
+pub fn lpm_lookup_mut<T, K>(map: &T, key: &Key<K>) -> Option<*mut BanValue> {
+    // SAFETY: `map` is a BTF map static (its address is what the loader
+    // relocates to the map fd); the key is a valid `Key<K>` for that trie.
+    let p = unsafe {
+        bpf_map_lookup_elem(
+            core::ptr::from_ref(map).cast_mut().cast::<c_void>(),
+            core::ptr::from_ref(key).cast(),
+        )
+    };
+    (!p.is_null()).then(|| p.cast::<BanValue>())
+}

@@ -9,7 +9,17 @@ use network_types::{eth::EthHdr, ip::Ipv4Hdr, ip::Ipv6Hdr, tcp::TcpHdr};
 
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88A8;
 pub const IPPROTO_TCP: u8 = 6;
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_DSTOPTS: u8 = 60;
+/// VLAN tags looked through: 802.1ad outer + 802.1Q inner.
+const MAX_VLAN: usize = 2;
+/// IPv6 extension headers walked before giving up (and passing).
+const MAX_EXT: usize = 6;
 
 /// Returns a pointer to a `T` at `offset` from the start of the frame, or
 /// `Err` when the frame is too short to hold it.
@@ -23,17 +33,30 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, ()> {
     Ok((start + offset) as *const T)
 }
 
-/// Ethernet: returns the EtherType (host order) and the offset of the L3 header.
+/// Ethernet and up to two VLAN tags: returns the EtherType (host order) and
+/// the offset of the L3 header.
 #[inline(always)]
 pub fn parse_eth(ctx: &XdpContext) -> Result<(u16, usize), ()> {
     let eth: *const EthHdr = ptr_at(ctx, 0)?;
     // SAFETY: bounds checked by ptr_at; read as raw bytes, not as the enum.
-    let ether_type = unsafe {
+    let raw = unsafe {
         addr_of!((*eth).ether_type)
             .cast::<[u8; 2]>()
             .read_unaligned()
     };
-    Ok((u16::from_be_bytes(ether_type), EthHdr::LEN))
+    let mut ether_type = u16::from_be_bytes(raw);
+    let mut offset = EthHdr::LEN;
+    for _ in 0..MAX_VLAN {
+        if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD {
+            break;
+        }
+        // A tag: 2 bytes TCI, then the next EtherType.
+        let next: *const [u8; 2] = ptr_at(ctx, offset + 2)?;
+        // SAFETY: bounds checked by ptr_at.
+        ether_type = u16::from_be_bytes(unsafe { next.read_unaligned() });
+        offset += 4;
+    }
+    Ok((ether_type, offset))
 }
 
 /// An L3 header reduced to what the verdict needs.
@@ -73,17 +96,45 @@ pub fn parse_ipv4(ctx: &XdpContext, offset: usize) -> Result<L3<4>, ()> {
     })
 }
 
-/// IPv6 fixed header. Extension headers are not walked: their packets are
-/// judged on what follows only when that is TCP directly.
+/// IPv6, walking hop-by-hop, routing, destination-options and fragment
+/// headers (at most `MAX_EXT`). A non-first fragment has no TCP header: its
+/// `proto` is 0. More headers than that, or another kind, leave `proto` at
+/// that header's number, which is not TCP, so the packet passes.
 #[inline(always)]
 pub fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Result<L3<16>, ()> {
     let ip: *const Ipv6Hdr = ptr_at(ctx, offset)?;
     // SAFETY: the fixed header is in bounds (ptr_at above).
-    let (proto, src) = unsafe { (*addr_of!((*ip).next_hdr).cast::<u8>(), (*ip).src_addr) };
+    let (mut proto, src) = unsafe { (*addr_of!((*ip).next_hdr).cast::<u8>(), (*ip).src_addr) };
+    let mut l4_offset = offset + Ipv6Hdr::LEN;
+    for _ in 0..MAX_EXT {
+        match proto {
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
+                // next header, length in 8-octet units not counting the first 8
+                let ext: *const [u8; 2] = ptr_at(ctx, l4_offset)?;
+                // SAFETY: bounds checked by ptr_at.
+                let [next, len] = unsafe { ext.read_unaligned() };
+                proto = next;
+                l4_offset += (usize::from(len) + 1) * 8;
+            }
+            IPPROTO_FRAGMENT => {
+                // next header, reserved, offset (13 bits) + flags, identification
+                let frag: *const [u8; 4] = ptr_at(ctx, l4_offset)?;
+                // SAFETY: bounds checked by ptr_at.
+                let [next, _, hi, lo] = unsafe { frag.read_unaligned() };
+                if u16::from_be_bytes([hi, lo]) >> 3 != 0 {
+                    proto = 0;
+                    break;
+                }
+                proto = next;
+                l4_offset += 8;
+            }
+            _ => break,
+        }
+    }
     Ok(L3 {
         src,
         proto,
-        l4_offset: offset + Ipv6Hdr::LEN,
+        l4_offset,
     })
 }
 

@@ -1,13 +1,15 @@
 //! What `ban`, `unban`, `list` and `detach` do to the kernel maps; shared by
 //! the CLI and the agent so both write bans the same way.
 
-use std::{net::IpAddr, time::Duration};
+use std::time::Duration;
 
-use jailer_common::{BAN_PERMANENT, BanValue};
+use ipnet::IpNet;
+
+use jailer_common::{BAN_MONITOR, BAN_PERMANENT, BanValue};
 use serde::Serialize;
 
 use crate::{
-    bpf::BanTable,
+    bpf::{BanTable, show},
     clock::{boot_ns, boot_remaining},
     duration::format_duration,
     error::BpfError,
@@ -26,14 +28,14 @@ pub fn ban_value(ports: &PortSet, duration: Option<Duration>) -> BanValue {
         drops: 0,
         ports,
         flags,
-        reserved: 0,
+        prefix_len: 0,
     }
 }
 
 /// Writes a ban, keeping the drop counter of a ban it replaces.
 pub fn write_ban(
     table: &mut dyn BanTable,
-    addr: IpAddr,
+    addr: IpNet,
     mut value: BanValue,
 ) -> Result<(), BpfError> {
     if let Some(old) = table.get(addr)? {
@@ -45,18 +47,27 @@ pub fn write_ban(
 /// One row of `jailer list`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BanRow {
-    pub addr: IpAddr,
+    /// An address, or a network (CIDR) for prefix bans.
+    pub addr: String,
     /// Port numbers, or "all".
     pub ports: String,
     /// Seconds left; `null` for a permanent ban.
     pub expires_in_secs: Option<u64>,
+    /// Packets dropped, or only counted when `monitor`.
     pub drops: u64,
+    /// Monitor mode: `drops` are would-be drops, nothing was dropped.
+    pub monitor: bool,
+    /// The same as `addr`, for sorting and lookups.
+    #[serde(skip)]
+    pub net: IpNet,
 }
 
 impl BanRow {
-    fn new(addr: IpAddr, v: &BanValue) -> Self {
+    fn new(addr: IpNet, v: &BanValue, global_monitor: bool) -> Self {
         Self {
-            addr,
+            addr: show(&addr),
+            monitor: global_monitor || v.flags & BAN_MONITOR != 0,
+            net: addr,
             ports: PortSet::from_raw(&v.ports, v.flags).to_string(),
             expires_in_secs: (v.expires_ns != BAN_PERMANENT)
                 .then(|| boot_remaining(v.expires_ns).as_secs()),
@@ -65,16 +76,21 @@ impl BanRow {
     }
 }
 
-/// Bans in force (expired ones no longer drop and are left out), sorted.
+/// Bans in force (expired ones no longer drop and are left out), sorted;
+/// `monitor`: the global monitor mode is on.
 pub fn active_bans(table: &dyn BanTable) -> Result<Vec<BanRow>, BpfError> {
+    active_bans_with(table, false)
+}
+
+pub fn active_bans_with(table: &dyn BanTable, monitor: bool) -> Result<Vec<BanRow>, BpfError> {
     let now = boot_ns();
     let mut rows: Vec<BanRow> = table
         .list()?
         .iter()
         .filter(|(_, v)| v.is_active(now))
-        .map(|(a, v)| BanRow::new(*a, v))
+        .map(|(a, v)| BanRow::new(*a, v, monitor))
         .collect();
-    rows.sort_by_key(|r| r.addr);
+    rows.sort_by_key(|r| r.net);
     Ok(rows)
 }
 
@@ -89,9 +105,14 @@ pub fn format_table(rows: &[BanRow]) -> String {
             || "permanent".to_owned(),
             |s| format_duration(Duration::from_secs(s)),
         );
+        let drops = if r.monitor {
+            format!("{} (monitor)", r.drops)
+        } else {
+            r.drops.to_string()
+        };
         out.push_str(&format!(
             "{:<40} {:<16} {:<14} {:>10}\n",
-            r.addr, r.ports, left, r.drops
+            r.addr, r.ports, left, drops
         ));
     }
     out.push_str(&format!("{} ban(s)\n", rows.len()));
@@ -106,7 +127,7 @@ mod tests {
     #[test]
     fn rebanning_keeps_the_drop_counter_and_list_hides_expired() {
         let mut t = MemBanTable::default();
-        let a: IpAddr = "203.0.113.7".parse().unwrap();
+        let a: IpNet = "203.0.113.7/32".parse().unwrap();
         let mut v = ban_value(&PortSet::Only(vec![110]), Some(Duration::from_secs(60)));
         v.drops = 7;
         t.insert(a, v).unwrap();
@@ -117,7 +138,7 @@ mod tests {
         assert_eq!(rows[0].ports, "all");
         assert_eq!(rows[0].expires_in_secs, None);
 
-        let b: IpAddr = "2001:db8::1".parse().unwrap();
+        let b: IpNet = "2001:db8::/64".parse().unwrap();
         let mut expired = ban_value(&PortSet::Only(vec![110]), Some(Duration::from_secs(1)));
         expired.expires_ns = 1;
         t.insert(b, expired).unwrap();

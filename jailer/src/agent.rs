@@ -21,7 +21,7 @@ use tracing::{info, warn};
 use crate::{
     admin::active_bans,
     bpf::{self, BanTable},
-    config::Config,
+    config::{Config, XdpAction},
     control::{self, Call, Request, Response},
     error::{ConfigError, Error},
     jail::Engine,
@@ -83,6 +83,12 @@ pub async fn run_agent_with<T: BanTable + 'static>(
     let replay = journal.replay(now)?;
     if let Err(e) = journal.compact(now) {
         warn!(error = %e, "compacting the ban journal failed");
+    }
+    let mut table = table;
+    let monitor = config.xdp_action == XdpAction::Monitor;
+    table.set_monitor(monitor)?;
+    if monitor {
+        info!("monitor mode: bans count would-be drops and drop nothing");
     }
     let mut engine = Engine::new(config.jails.clone(), table, Some(journal));
     let restored = engine.restore(&replay, now)?;
@@ -320,7 +326,7 @@ impl<T: BanTable> Agent<T> {
                 total_failed: Some(stats.total_failed),
                 currently_banned: banned.len() as u64,
                 total_banned: Some(stats.total_banned),
-                banned,
+                banned: banned.iter().map(bpf::show).collect(),
             })
             .collect();
         Status {
@@ -378,8 +384,13 @@ impl<T: BanTable> Agent<T> {
             if new.interfaces.is_empty() {
                 return Err(ConfigError::NoInterface { path }.into());
             }
-            let datapath = bpf::attach(&new.bpffs, &new.interfaces, new.xdp_mode)?;
+            let datapath = bpf::attach(&new.bpffs, &new.interfaces, new.xdp_mode, new.max_bans)?;
             self.options.attached = datapath.attached;
+        }
+        if new.xdp_action != self.config.xdp_action {
+            let monitor = new.xdp_action == XdpAction::Monitor;
+            self.engine.table_mut().set_monitor(monitor)?;
+            info!(monitor, "XDP action changed");
         }
         self.save();
         self.engine.reconfigure(new.jails.clone());

@@ -15,14 +15,18 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, Map, MapData, MapError, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, lpm_trie::Key},
     programs::{
         ProgramError, Xdp, XdpMode as AyaXdpMode,
         links::{FdLink, PinnedLink},
         xdp::XdpLink,
     },
 };
-use jailer_common::{BanKeyV4, BanKeyV6, BanValue, PROGRAM_NAME, map_names, stat};
+use ipnet::IpNet;
+use jailer_common::{
+    BanKeyV4, BanKeyV6, BanValue, NetV4, NetV6, PROGRAM_NAME, SETTINGS_MONITOR, map_names, setting,
+    stat,
+};
 use nix::{
     errno::Errno,
     mount::{MsFlags, mount},
@@ -94,13 +98,18 @@ fn link_pin(bpffs: &Path, iface: &str) -> PathBuf {
 }
 
 /// Loads the object with its maps pinned under `bpffs` (reusing pins that
-/// exist: bans survive restarts).
-fn load_object(bpffs: &Path) -> Result<Ebpf, BpfError> {
+/// exist: bans survive restarts). `max_bans` sizes each exact-address map
+/// when it is created (an existing pin keeps its size).
+fn load_object(bpffs: &Path, max_bans: Option<u32>) -> Result<Ebpf, BpfError> {
     ensure_bpffs(bpffs)?;
     let pins: Vec<(&str, PathBuf)> = map_names::ALL.iter().map(|n| (*n, bpffs.join(n))).collect();
     let mut loader = EbpfLoader::new();
     for (name, path) in &pins {
         loader.map_pin_path(name, path.as_path());
+    }
+    if let Some(max) = max_bans {
+        loader.map_max_entries(map_names::BANS_V4, max);
+        loader.map_max_entries(map_names::BANS_V6, max);
     }
     loader.load(XDP_OBJECT).map_err(|e| match &e {
         aya::EbpfError::MapError(MapError::SyscallError(s))
@@ -122,8 +131,13 @@ pub struct Datapath {
 /// Loads the XDP program and attaches it to every interface, replacing the
 /// program inside an existing pinned link (atomic, no gap), or creating and
 /// pinning a new link. Links for interfaces no longer configured are removed.
-pub fn attach(bpffs: &Path, interfaces: &[String], mode: XdpMode) -> Result<Datapath, BpfError> {
-    let mut ebpf = load_object(bpffs)?;
+pub fn attach(
+    bpffs: &Path,
+    interfaces: &[String],
+    mode: XdpMode,
+    max_bans: u32,
+) -> Result<Datapath, BpfError> {
+    let mut ebpf = load_object(bpffs, Some(max_bans))?;
     let program: &mut Xdp = ebpf
         .program_mut(PROGRAM_NAME)
         .and_then(|p| p.try_into().ok())
@@ -309,81 +323,119 @@ pub fn read_stats(bpffs: &Path) -> Result<[u64; stat::COUNT as usize], BpfError>
     Ok(out)
 }
 
-/// Where bans live. The agent and the CLI write through this; tests without
-/// privileges use [`MemBanTable`].
-pub trait BanTable: Send {
-    /// Adds or replaces the ban on `addr`.
-    fn insert(&mut self, addr: IpAddr, ban: BanValue) -> Result<(), BpfError>;
-    /// The ban on `addr`, if any (expired or not).
-    fn get(&self, addr: IpAddr) -> Result<Option<BanValue>, BpfError>;
-    /// Removes the ban on `addr`; `false` when there was none.
-    fn remove(&mut self, addr: IpAddr) -> Result<bool, BpfError>;
-    /// Every ban.
-    fn list(&self) -> Result<Vec<(IpAddr, BanValue)>, BpfError>;
+/// Whether `net` is a single address (kept in the exact-address maps).
+pub fn is_host(net: &IpNet) -> bool {
+    net.prefix_len() == net.max_prefix_len()
 }
+
+/// `203.0.113.7` for a host, `203.0.113.0/24` for a network.
+pub fn show(net: &IpNet) -> String {
+    if is_host(net) {
+        net.addr().to_string()
+    } else {
+        net.to_string()
+    }
+}
+
+/// Where bans live, by address or network. The agent and the CLI write
+/// through this; tests without privileges use [`MemBanTable`].
+pub trait BanTable: Send {
+    /// Adds or replaces the ban on `target`.
+    fn insert(&mut self, target: IpNet, ban: BanValue) -> Result<(), BpfError>;
+    /// The ban on exactly `target`, if any (expired or not).
+    fn get(&self, target: IpNet) -> Result<Option<BanValue>, BpfError>;
+    /// Removes the ban on exactly `target`; `false` when there was none.
+    fn remove(&mut self, target: IpNet) -> Result<bool, BpfError>;
+    /// Every ban.
+    fn list(&self) -> Result<Vec<(IpNet, BanValue)>, BpfError>;
+    /// Monitor mode for every ban (count would-be drops, drop nothing).
+    fn set_monitor(&mut self, on: bool) -> Result<(), BpfError>;
+}
+
+type Trie4 = LpmTrie<MapData, NetV4, BanValue>;
+type Trie6 = LpmTrie<MapData, NetV6, BanValue>;
 
 /// The pinned kernel ban maps.
 pub struct XdpBanTable {
     v4: HashMap<MapData, BanKeyV4, BanValue>,
     v6: HashMap<MapData, BanKeyV6, BanValue>,
-    capacity_v4: u32,
-    capacity_v6: u32,
+    v4_net: Trie4,
+    v6_net: Trie6,
+    settings: Array<MapData, u32>,
+    capacity: [u32; 4],
+}
+
+fn net_key4(net: &IpNet) -> Key<NetV4> {
+    let IpAddr::V4(a) = net.network() else {
+        unreachable!("v4 net")
+    };
+    let o = a.octets();
+    Key::new(
+        u32::from(net.prefix_len()),
+        [o[0], o[1], o[2], o[3], 0, 0, 0, 0],
+    )
+}
+
+fn net_key6(net: &IpNet) -> Key<NetV6> {
+    let IpAddr::V6(a) = net.network() else {
+        unreachable!("v6 net")
+    };
+    Key::new(u32::from(net.prefix_len()), a.octets())
 }
 
 impl XdpBanTable {
     fn from_ebpf(ebpf: &mut Ebpf) -> Result<Self, BpfError> {
-        let mut take = |name: &'static str| {
+        Self::from_source(|name| {
             ebpf.take_map(name).ok_or_else(|| BpfError::Map {
                 map: name,
                 source: MapError::InvalidName {
                     name: name.to_owned(),
                 },
             })
-        };
-        let v4 = take(map_names::BANS_V4)?;
-        let v6 = take(map_names::BANS_V6)?;
-        Self::from_maps(v4, v6)
+        })
     }
 
-    fn from_maps(v4: Map, v6: Map) -> Result<Self, BpfError> {
+    fn from_source(
+        mut take: impl FnMut(&'static str) -> Result<Map, BpfError>,
+    ) -> Result<Self, BpfError> {
         let cap = |m: &Map, name| match m {
-            Map::HashMap(data) => data.info().map(|i| i.max_entries()).map_err(map_err(name)),
+            Map::HashMap(d) | Map::LpmTrie(d) => {
+                d.info().map(|i| i.max_entries()).map_err(map_err(name))
+            }
             _ => Ok(0),
         };
-        let capacity_v4 = cap(&v4, map_names::BANS_V4)?;
-        let capacity_v6 = cap(&v6, map_names::BANS_V6)?;
-        let v4: HashMap<MapData, BanKeyV4, BanValue> =
-            v4.try_into().map_err(map_err(map_names::BANS_V4))?;
-        let v6: HashMap<MapData, BanKeyV6, BanValue> =
-            v6.try_into().map_err(map_err(map_names::BANS_V6))?;
+        let (v4, v6) = (take(map_names::BANS_V4)?, take(map_names::BANS_V6)?);
+        let (n4, n6) = (take(map_names::BANS_V4_NET)?, take(map_names::BANS_V6_NET)?);
+        let capacity = [
+            cap(&v4, map_names::BANS_V4)?,
+            cap(&v6, map_names::BANS_V6)?,
+            cap(&n4, map_names::BANS_V4_NET)?,
+            cap(&n6, map_names::BANS_V6_NET)?,
+        ];
         Ok(Self {
-            v4,
-            v6,
-            capacity_v4,
-            capacity_v6,
+            v4: v4.try_into().map_err(map_err(map_names::BANS_V4))?,
+            v6: v6.try_into().map_err(map_err(map_names::BANS_V6))?,
+            v4_net: n4.try_into().map_err(map_err(map_names::BANS_V4_NET))?,
+            v6_net: n6.try_into().map_err(map_err(map_names::BANS_V6_NET))?,
+            settings: take(map_names::SETTINGS)?
+                .try_into()
+                .map_err(map_err(map_names::SETTINGS))?,
+            capacity,
         })
     }
 
     /// Opens the pinned maps; when nothing is pinned yet, creates and pins
     /// them (without attaching) so bans set before the agent starts are kept.
     pub fn open(bpffs: &Path) -> Result<(Self, bool), BpfError> {
-        let v4 = bpffs.join(map_names::BANS_V4);
-        let v6 = bpffs.join(map_names::BANS_V6);
-        if v4.exists() && v6.exists() {
-            let open = |p: &Path, name| {
-                MapData::from_pin(p)
+        if map_names::ALL.iter().all(|n| bpffs.join(n).exists()) {
+            let table = Self::from_source(|name| {
+                MapData::from_pin(bpffs.join(name))
                     .and_then(Map::from_map_data)
                     .map_err(map_err(name))
-            };
-            return Ok((
-                Self::from_maps(
-                    open(&v4, map_names::BANS_V4)?,
-                    open(&v6, map_names::BANS_V6)?,
-                )?,
-                false,
-            ));
+            })?;
+            return Ok((table, false));
         }
-        let mut ebpf = load_object(bpffs)?;
+        let mut ebpf = load_object(bpffs, None)?;
         Ok((Self::from_ebpf(&mut ebpf)?, true))
     }
 
@@ -396,15 +448,45 @@ impl XdpBanTable {
         }
         Self::open(bpffs).map(|(t, _)| t)
     }
+
+    fn set(&mut self, slot: u32, value: u32) -> Result<(), BpfError> {
+        self.settings
+            .set(slot, value, 0)
+            .map_err(map_err(map_names::SETTINGS))
+    }
+
+    /// After a trie removal: clear the "trie in use" slot if it is empty, and
+    /// set it again if a concurrent writer inserted meanwhile.
+    fn refresh_net_flag(&mut self, v4: bool) -> Result<(), BpfError> {
+        let empty = |t: &Self| {
+            if v4 {
+                t.v4_net.keys().next().is_none()
+            } else {
+                t.v6_net.keys().next().is_none()
+            }
+        };
+        let slot = if v4 {
+            setting::NETS_V4
+        } else {
+            setting::NETS_V6
+        };
+        if empty(self) {
+            self.set(slot, 0)?;
+            if !empty(self) {
+                self.set(slot, 1)?;
+            }
+        }
+        Ok(())
+    }
 }
 
-fn full_or(map: &'static str, capacity: u32, addr: IpAddr) -> impl FnOnce(MapError) -> BpfError {
+fn full_or(map: &'static str, capacity: u32, target: IpNet) -> impl FnOnce(MapError) -> BpfError {
     move |source| match &source {
         MapError::SyscallError(e) if e.io_error.raw_os_error() == Some(libc::E2BIG) => {
             BpfError::MapFull {
                 map,
                 capacity,
-                addr,
+                addr: show(&target),
             }
         }
         _ => map_err(map)(source),
@@ -416,63 +498,133 @@ fn not_found(e: &MapError) -> bool {
         || matches!(e, MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::ENOENT))
 }
 
+fn found<V>(r: Result<V, MapError>, map: &'static str) -> Result<Option<V>, BpfError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if not_found(&e) => Ok(None),
+        Err(e) => Err(map_err(map)(e)),
+    }
+}
+
 impl BanTable for XdpBanTable {
-    fn insert(&mut self, addr: IpAddr, ban: BanValue) -> Result<(), BpfError> {
-        match addr {
-            IpAddr::V4(a) => self
-                .v4
-                .insert(BanKeyV4 { addr: a.octets() }, ban, 0)
-                .map_err(full_or(map_names::BANS_V4, self.capacity_v4, addr)),
-            IpAddr::V6(a) => self
-                .v6
-                .insert(BanKeyV6 { addr: a.octets() }, ban, 0)
-                .map_err(full_or(map_names::BANS_V6, self.capacity_v6, addr)),
+    fn insert(&mut self, target: IpNet, mut ban: BanValue) -> Result<(), BpfError> {
+        let [c4, c6, cn4, cn6] = self.capacity;
+        match (target.addr(), is_host(&target)) {
+            (IpAddr::V4(a), true) => {
+                ban.prefix_len = 0;
+                self.v4
+                    .insert(BanKeyV4 { addr: a.octets() }, ban, 0)
+                    .map_err(full_or(map_names::BANS_V4, c4, target))
+            }
+            (IpAddr::V6(a), true) => {
+                ban.prefix_len = 0;
+                self.v6
+                    .insert(BanKeyV6 { addr: a.octets() }, ban, 0)
+                    .map_err(full_or(map_names::BANS_V6, c6, target))
+            }
+            (IpAddr::V4(_), false) => {
+                ban.prefix_len = u32::from(target.prefix_len());
+                self.v4_net
+                    .insert(&net_key4(&target), ban, 0)
+                    .map_err(full_or(map_names::BANS_V4_NET, cn4, target))?;
+                self.set(setting::NETS_V4, 1)
+            }
+            (IpAddr::V6(_), false) => {
+                ban.prefix_len = u32::from(target.prefix_len());
+                self.v6_net
+                    .insert(&net_key6(&target), ban, 0)
+                    .map_err(full_or(map_names::BANS_V6_NET, cn6, target))?;
+                self.set(setting::NETS_V6, 1)
+            }
         }
     }
 
-    fn get(&self, addr: IpAddr) -> Result<Option<BanValue>, BpfError> {
-        let r = match addr {
-            IpAddr::V4(a) => self.v4.get(&BanKeyV4 { addr: a.octets() }, 0),
-            IpAddr::V6(a) => self.v6.get(&BanKeyV6 { addr: a.octets() }, 0),
+    fn get(&self, target: IpNet) -> Result<Option<BanValue>, BpfError> {
+        let exact =
+            |v: Option<BanValue>| v.filter(|v| v.prefix_len == u32::from(target.prefix_len()));
+        match (target.addr(), is_host(&target)) {
+            (IpAddr::V4(a), true) => found(
+                self.v4.get(&BanKeyV4 { addr: a.octets() }, 0),
+                map_names::BANS_V4,
+            ),
+            (IpAddr::V6(a), true) => found(
+                self.v6.get(&BanKeyV6 { addr: a.octets() }, 0),
+                map_names::BANS_V6,
+            ),
+            // A trie lookup returns the longest covering prefix; keep it only
+            // when it is this very prefix.
+            (IpAddr::V4(_), false) => found(
+                self.v4_net.get(&net_key4(&target), 0),
+                map_names::BANS_V4_NET,
+            )
+            .map(exact),
+            (IpAddr::V6(_), false) => found(
+                self.v6_net.get(&net_key6(&target), 0),
+                map_names::BANS_V6_NET,
+            )
+            .map(exact),
+        }
+    }
+
+    fn remove(&mut self, target: IpNet) -> Result<bool, BpfError> {
+        let removed = match (target.addr(), is_host(&target)) {
+            (IpAddr::V4(a), true) => found(
+                self.v4.remove(&BanKeyV4 { addr: a.octets() }),
+                map_names::BANS_V4,
+            )?,
+            (IpAddr::V6(a), true) => found(
+                self.v6.remove(&BanKeyV6 { addr: a.octets() }),
+                map_names::BANS_V6,
+            )?,
+            (IpAddr::V4(_), false) => {
+                let r = found(
+                    self.v4_net.remove(&net_key4(&target)),
+                    map_names::BANS_V4_NET,
+                )?;
+                self.refresh_net_flag(true)?;
+                r
+            }
+            (IpAddr::V6(_), false) => {
+                let r = found(
+                    self.v6_net.remove(&net_key6(&target)),
+                    map_names::BANS_V6_NET,
+                )?;
+                self.refresh_net_flag(false)?;
+                r
+            }
         };
-        match r {
-            Ok(v) => Ok(Some(v)),
-            Err(e) if not_found(&e) => Ok(None),
-            Err(e) => Err(map_err(if addr.is_ipv4() {
-                map_names::BANS_V4
-            } else {
-                map_names::BANS_V6
-            })(e)),
-        }
+        Ok(removed.is_some())
     }
 
-    fn remove(&mut self, addr: IpAddr) -> Result<bool, BpfError> {
-        let r = match addr {
-            IpAddr::V4(a) => self.v4.remove(&BanKeyV4 { addr: a.octets() }),
-            IpAddr::V6(a) => self.v6.remove(&BanKeyV6 { addr: a.octets() }),
-        };
-        match r {
-            Ok(()) => Ok(true),
-            Err(e) if not_found(&e) => Ok(false),
-            Err(e) => Err(map_err(if addr.is_ipv4() {
-                map_names::BANS_V4
-            } else {
-                map_names::BANS_V6
-            })(e)),
-        }
-    }
-
-    fn list(&self) -> Result<Vec<(IpAddr, BanValue)>, BpfError> {
+    fn list(&self) -> Result<Vec<(IpNet, BanValue)>, BpfError> {
         let mut out = Vec::new();
         for item in self.v4.iter() {
             let (k, v) = item.map_err(map_err(map_names::BANS_V4))?;
-            out.push((IpAddr::from(k.addr), v));
+            out.push((IpNet::from(IpAddr::from(k.addr)), v));
         }
         for item in self.v6.iter() {
             let (k, v) = item.map_err(map_err(map_names::BANS_V6))?;
-            out.push((IpAddr::from(k.addr), v));
+            out.push((IpNet::from(IpAddr::from(k.addr)), v));
+        }
+        for item in self.v4_net.iter() {
+            let (k, v) = item.map_err(map_err(map_names::BANS_V4_NET))?;
+            let d = k.data();
+            let addr = IpAddr::from([d[0], d[1], d[2], d[3]]);
+            if let Ok(net) = IpNet::new(addr, k.prefix_len() as u8) {
+                out.push((net, v));
+            }
+        }
+        for item in self.v6_net.iter() {
+            let (k, v) = item.map_err(map_err(map_names::BANS_V6_NET))?;
+            if let Ok(net) = IpNet::new(IpAddr::from(k.data()), k.prefix_len() as u8) {
+                out.push((net, v));
+            }
         }
         Ok(out)
+    }
+
+    fn set_monitor(&mut self, on: bool) -> Result<(), BpfError> {
+        self.set(setting::FLAGS, if on { SETTINGS_MONITOR } else { 0 })
     }
 }
 
@@ -480,40 +632,55 @@ impl BanTable for XdpBanTable {
 /// share the same bans, so a test can watch what an agent it runs writes.
 #[derive(Default, Debug, Clone)]
 pub struct MemBanTable {
-    bans: std::sync::Arc<std::sync::Mutex<StdHashMap<IpAddr, BanValue>>>,
+    bans: std::sync::Arc<std::sync::Mutex<StdHashMap<IpNet, BanValue>>>,
+    monitor: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl MemBanTable {
-    /// A copy of every ban.
-    pub fn bans(&self) -> StdHashMap<IpAddr, BanValue> {
+    /// A copy of every ban, by address or network.
+    pub fn bans(&self) -> StdHashMap<IpNet, BanValue> {
         self.bans.lock().expect("lock poisoned").clone()
     }
 
+    /// The ban on one address, if any.
+    pub fn ban_on(&self, addr: IpAddr) -> Option<BanValue> {
+        self.bans().get(&IpNet::from(addr)).copied()
+    }
+
     /// Edits one ban in place (tests: make it lapse, count drops).
-    pub fn edit(&self, addr: IpAddr, f: impl FnOnce(&mut BanValue)) {
-        if let Some(v) = self.bans.lock().expect("lock poisoned").get_mut(&addr) {
+    pub fn edit(&self, target: IpNet, f: impl FnOnce(&mut BanValue)) {
+        if let Some(v) = self.bans.lock().expect("lock poisoned").get_mut(&target) {
             f(v);
         }
+    }
+
+    pub fn monitor(&self) -> bool {
+        self.monitor.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
 impl BanTable for MemBanTable {
-    fn insert(&mut self, addr: IpAddr, ban: BanValue) -> Result<(), BpfError> {
-        self.bans.lock().expect("lock poisoned").insert(addr, ban);
+    fn insert(&mut self, target: IpNet, ban: BanValue) -> Result<(), BpfError> {
+        self.bans.lock().expect("lock poisoned").insert(target, ban);
         Ok(())
     }
-    fn get(&self, addr: IpAddr) -> Result<Option<BanValue>, BpfError> {
-        Ok(self.bans.lock().expect("lock poisoned").get(&addr).copied())
-    }
-    fn remove(&mut self, addr: IpAddr) -> Result<bool, BpfError> {
+    fn get(&self, target: IpNet) -> Result<Option<BanValue>, BpfError> {
         Ok(self
             .bans
             .lock()
             .expect("lock poisoned")
-            .remove(&addr)
+            .get(&target)
+            .copied())
+    }
+    fn remove(&mut self, target: IpNet) -> Result<bool, BpfError> {
+        Ok(self
+            .bans
+            .lock()
+            .expect("lock poisoned")
+            .remove(&target)
             .is_some())
     }
-    fn list(&self) -> Result<Vec<(IpAddr, BanValue)>, BpfError> {
+    fn list(&self) -> Result<Vec<(IpNet, BanValue)>, BpfError> {
         Ok(self
             .bans
             .lock()
@@ -521,5 +688,9 @@ impl BanTable for MemBanTable {
             .iter()
             .map(|(a, v)| (*a, *v))
             .collect())
+    }
+    fn set_monitor(&mut self, on: bool) -> Result<(), BpfError> {
+        self.monitor.store(on, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 }

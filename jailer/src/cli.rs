@@ -88,7 +88,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct BanArgs {
-    /// IPv4 or IPv6 address.
+    /// IPv4 or IPv6 address, or a network: 203.0.113.0/24, 2001:db8:1::/48.
     pub ip: String,
     /// Port to close, by number or name (pop3, pop3s, imap, imaps, smtp,
     /// submission, smtps, sieve) or `all`; repeat for several.
@@ -97,12 +97,15 @@ pub struct BanArgs {
     /// How long: seconds or 10m, 1h, 1d, 1w; or `permanent`.
     #[arg(long, short, value_name = "DURATION", default_value = "1h")]
     pub time: String,
+    /// Count the packets this ban would drop (see `list`) but let them pass.
+    #[arg(long)]
+    pub monitor: bool,
 }
 
 #[derive(Debug, Args)]
 #[command(group = clap::ArgGroup::new("target").required(true))]
 pub struct UnbanArgs {
-    /// IPv4 or IPv6 address.
+    /// IPv4 or IPv6 address, or a network banned as such.
     #[arg(group = "target")]
     pub ip: Option<String>,
     /// Remove every ban.

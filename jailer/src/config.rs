@@ -41,6 +41,18 @@ pub enum XdpMode {
     Generic,
 }
 
+/// What a matching ban does to a packet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpAction {
+    /// Drop it.
+    #[default]
+    Drop,
+    /// Count it as a would-be drop and let it pass (try jailer beside
+    /// fail2ban before enforcing).
+    Monitor,
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -48,6 +60,10 @@ pub struct Config {
     pub path: PathBuf,
     pub interfaces: Vec<String>,
     pub xdp_mode: XdpMode,
+    pub xdp_action: XdpAction,
+    /// Capacity of each exact-address ban map (IPv4, IPv6), set when the maps
+    /// are created.
+    pub max_bans: u32,
     pub bpffs: PathBuf,
     pub state_dir: PathBuf,
     /// Where to serve Prometheus metrics, if anywhere.
@@ -67,6 +83,9 @@ pub struct Jail {
     /// `None` is permanent.
     pub bantime: Option<Duration>,
     pub ignoreip: Vec<IpNet>,
+    /// IPv6 attackers are counted and banned per prefix of this length (one
+    /// host owns a whole /64); 128 is per address.
+    pub ban_prefix_v6: u8,
     /// Repeat offenders get `bantime * factor * 2^(previous bans)`.
     pub bantime_increment: bool,
     pub bantime_factor: f64,
@@ -87,6 +106,8 @@ impl Default for Config {
             path: PathBuf::from(DEFAULT_CONFIG),
             interfaces: Vec::new(),
             xdp_mode: XdpMode::Auto,
+            xdp_action: XdpAction::Drop,
+            max_bans: jailer_common::MAX_BANS,
             bpffs: PathBuf::from(DEFAULT_BPFFS),
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             metrics_listen: None,
@@ -102,6 +123,10 @@ struct RawConfig {
     interface: Vec<String>,
     #[serde(default)]
     xdp_mode: XdpMode,
+    #[serde(default)]
+    xdp_action: XdpAction,
+    #[serde(default = "default_max_bans", deserialize_with = "max_bans")]
+    max_bans: u32,
     bpffs: Option<PathBuf>,
     state_dir: Option<PathBuf>,
     #[serde(default, deserialize_with = "metrics_listen")]
@@ -128,6 +153,8 @@ struct RawJail {
     bantime: Option<Duration>,
     #[serde(default, deserialize_with = "ignoreip")]
     ignoreip: Vec<IpNet>,
+    #[serde(default = "default_prefix_v6", deserialize_with = "ban_prefix_v6")]
+    ban_prefix_v6: u8,
     #[serde(default)]
     bantime_increment: bool,
     #[serde(default = "default_factor", deserialize_with = "factor")]
@@ -154,6 +181,30 @@ fn default_bantime() -> Option<Duration> {
 }
 fn default_factor() -> f64 {
     1.0
+}
+fn default_max_bans() -> u32 {
+    jailer_common::MAX_BANS
+}
+fn default_prefix_v6() -> u8 {
+    128
+}
+
+fn max_bans<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n =
+        i64::deserialize(d).map_err(|_| de::Error::custom("max_bans: expected a whole number"))?;
+    u32::try_from(n)
+        .ok()
+        .filter(|&n| (1..=1 << 26).contains(&n))
+        .ok_or_else(|| de::Error::custom(format!("max_bans: {n} is out of range (1 to 67108864)")))
+}
+
+fn ban_prefix_v6<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    let n = i64::deserialize(d)
+        .map_err(|_| de::Error::custom("ban_prefix_v6: expected a prefix length"))?;
+    u8::try_from(n)
+        .ok()
+        .filter(|&n| (16..=128).contains(&n))
+        .ok_or_else(|| de::Error::custom(format!("ban_prefix_v6: {n} is out of range (16 to 128)")))
 }
 
 /// A TOML value that is a string or an integer (durations, ports).
@@ -355,6 +406,7 @@ impl Config {
                 findtime: raw_jail.findtime,
                 bantime: raw_jail.bantime,
                 ignoreip: raw_jail.ignoreip,
+                ban_prefix_v6: raw_jail.ban_prefix_v6,
                 bantime_increment: raw_jail.bantime_increment,
                 bantime_factor: raw_jail.bantime_factor,
                 bantime_max: raw_jail.bantime_max,
@@ -364,6 +416,8 @@ impl Config {
             path: path.to_owned(),
             interfaces: raw.interface,
             xdp_mode: raw.xdp_mode,
+            xdp_action: raw.xdp_action,
+            max_bans: raw.max_bans,
             bpffs: raw.bpffs.unwrap_or_else(|| PathBuf::from(DEFAULT_BPFFS)),
             state_dir: raw
                 .state_dir

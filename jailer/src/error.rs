@@ -1,7 +1,7 @@
 //! Typed errors, one enum per area. Messages are one line and name the file,
 //! line, key, interface or address concerned; `main` prints the chain.
 
-use std::{io, net::IpAddr, path::PathBuf};
+use std::{io, path::PathBuf};
 
 /// A configuration file that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -118,11 +118,13 @@ pub enum BpfError {
         source: aya::maps::MapError,
     },
     /// A ban did not fit: the map is full. No existing ban is evicted.
-    #[error("ban map {map} is full ({capacity} entries): {addr} was not banned")]
+    #[error(
+        "ban map {map} is full ({capacity} entries): {addr} was not banned (raise max_bans, then `jailer detach` and restart)"
+    )]
     MapFull {
         map: &'static str,
         capacity: u32,
-        addr: IpAddr,
+        addr: String,
     },
     /// The operation needs privileges we do not have.
     #[error(

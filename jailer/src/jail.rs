@@ -7,6 +7,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use ipnet::IpNet;
 use jailer_common::{BAN_ALL_PORTS, BAN_MAX_PORTS, BAN_PERMANENT, BanValue};
 use serde::Serialize;
 use tracing::{debug, info, warn};
@@ -41,10 +42,10 @@ pub struct JailStats {
 struct JailState {
     jail: Jail,
     window: FailureWindow,
-    /// Previous bans per address (for bantime_increment).
-    ban_counts: HashMap<IpAddr, u32>,
-    /// Addresses this jail banned that may still be in force.
-    banned: BTreeSet<IpAddr>,
+    /// Previous bans per address or prefix (for bantime_increment).
+    ban_counts: HashMap<IpNet, u32>,
+    /// Addresses (or prefixes) this jail banned that may still be in force.
+    banned: BTreeSet<IpNet>,
     stats: JailStats,
 }
 
@@ -64,7 +65,8 @@ impl JailState {
 #[derive(Debug, Clone, PartialEq)]
 pub struct BanEvent {
     pub jail: String,
-    pub addr: IpAddr,
+    /// The address, or its prefix with `ban_prefix_v6`.
+    pub addr: IpNet,
     /// `None`: permanent.
     pub duration: Option<Duration>,
     /// The failure line's own time.
@@ -77,7 +79,7 @@ pub struct Engine<T: BanTable> {
     table: T,
     journal: Option<Journal>,
     /// (wall-clock expiry, address) of bans this engine knows.
-    expiry: BTreeSet<(SystemTime, IpAddr)>,
+    expiry: BTreeSet<(SystemTime, IpNet)>,
     unbans: u64,
 }
 
@@ -127,7 +129,7 @@ impl<T: BanTable> Engine<T> {
 
     /// Per jail: (name, counters, addresses with failures in their window,
     /// addresses it banned that are still in force).
-    pub fn jail_report(&self) -> Vec<(String, JailStats, usize, Vec<IpAddr>)> {
+    pub fn jail_report(&self) -> Vec<(String, JailStats, usize, Vec<IpNet>)> {
         let now = boot_ns();
         self.jails
             .iter()
@@ -251,18 +253,27 @@ impl<T: BanTable> Engine<T> {
             js.stats.total_failed += 1;
             let at = parse_timestamp(line, now).unwrap_or(now);
             debug!(%ip, jail = js.jail.name, "failure");
-            if js.window.record(ip, at, now) {
-                match self.ban(i, ip, now) {
+            // IPv6 attackers own whole prefixes: count and ban per prefix.
+            let target = match ip {
+                IpAddr::V6(_) if js.jail.ban_prefix_v6 < 128 => {
+                    IpNet::new(ip, js.jail.ban_prefix_v6)
+                        .map(|n| n.trunc())
+                        .unwrap_or_else(|_| IpNet::from(ip))
+                }
+                _ => IpNet::from(ip),
+            };
+            if js.window.record(target.network(), at, now) {
+                match self.ban(i, target, now) {
                     Ok(Some(duration)) => events.push(BanEvent {
                         jail: self.jails[i].jail.name.clone(),
-                        addr: ip,
+                        addr: target,
                         duration,
                         line_time: at,
                     }),
                     Ok(None) => {}
                     Err(e) => {
                         self.jails[i].stats.ban_errors += 1;
-                        warn!(%ip, jail = self.jails[i].jail.name, error = %e, "ban failed");
+                        warn!(%target, jail = self.jails[i].jail.name, error = %e, "ban failed");
                     }
                 }
             }
@@ -275,7 +286,7 @@ impl<T: BanTable> Engine<T> {
     fn ban(
         &mut self,
         i: usize,
-        ip: IpAddr,
+        ip: IpNet,
         now: SystemTime,
     ) -> Result<Option<Option<Duration>>, BpfError> {
         let js = &mut self.jails[i];
@@ -300,7 +311,7 @@ impl<T: BanTable> Engine<T> {
             self.expiry.insert((until, ip));
         }
         let ports = PortSet::from_raw(&value.ports, value.flags).to_string();
-        info!(%ip, jail = js.jail.name, bantime = %duration.map_or("permanent".into(), crate::duration::format_duration), %ports, "banned");
+        info!(ip = %crate::bpf::show(&ip), jail = js.jail.name, bantime = %duration.map_or("permanent".into(), crate::duration::format_duration), %ports, "banned");
         if let Some(journal) = &self.journal {
             let record = Record::Ban {
                 addr: ip,
@@ -323,7 +334,7 @@ impl<T: BanTable> Engine<T> {
 
     /// Removes bans that have lapsed (the kernel already ignores them; this
     /// frees the map slot and logs the unban). Returns the addresses lifted.
-    pub fn expire(&mut self, now: SystemTime) -> Vec<IpAddr> {
+    pub fn expire(&mut self, now: SystemTime) -> Vec<IpNet> {
         let mut lifted = Vec::new();
         while let Some(&(t, ip)) = self.expiry.first() {
             if t > now {
@@ -336,7 +347,7 @@ impl<T: BanTable> Engine<T> {
                 {
                     match self.table.remove(ip) {
                         Ok(_) => {
-                            info!(%ip, "unbanned (bantime over)");
+                            info!(ip = %crate::bpf::show(&ip), "unbanned (bantime over)");
                             self.unbans += 1;
                             for j in &mut self.jails {
                                 j.banned.remove(&ip);
@@ -424,10 +435,15 @@ mod tests {
             findtime: Duration::from_secs(600),
             bantime: Some(Duration::from_secs(3600)),
             ignoreip: vec!["192.0.2.0/24".parse().unwrap()],
+            ban_prefix_v6: 128,
             bantime_increment: true,
             bantime_factor: 1.0,
             bantime_max: Some(Duration::from_secs(4 * 3600)),
         }
+    }
+
+    fn net(text: &str) -> IpNet {
+        crate::config::parse_net(text).unwrap()
     }
 
     fn line(ip: &str) -> String {
@@ -443,7 +459,7 @@ mod tests {
         }
         let ev = e.handle_line(&[0], &line("203.0.113.7"), now);
         assert_eq!(ev.len(), 1);
-        assert_eq!(ev[0].addr, "203.0.113.7".parse::<IpAddr>().unwrap());
+        assert_eq!(ev[0].addr, net("203.0.113.7"));
         let v = e.table().bans()[&ev[0].addr];
         assert!(v.covers_port(110) && !v.covers_port(25));
         for _ in 0..10 {
@@ -462,7 +478,7 @@ mod tests {
         assert_eq!(bantime_for(&j, 1), Some(Duration::from_secs(7200)));
         assert_eq!(bantime_for(&j, 3), Some(Duration::from_secs(4 * 3600)));
         let mut e = Engine::new(vec![j], MemBanTable::default(), None);
-        let ip: IpAddr = "203.0.113.7".parse().unwrap();
+        let ip = net("203.0.113.7");
         e.handle_line(&[0], &line("203.0.113.7"), SystemTime::now());
         // Lapse the ban, offend again: twice as long.
         e.table().edit(ip, |v| v.expires_ns = 1);
@@ -478,7 +494,7 @@ mod tests {
         imap.name = "imap".into();
         let mut e = Engine::new(vec![jail(1, &["pop3"]), imap], MemBanTable::default(), None);
         e.handle_line(&[0, 1], &line("203.0.113.7"), SystemTime::now());
-        let v = e.table().bans()[&"203.0.113.7".parse::<IpAddr>().unwrap()];
+        let v = e.table().bans()[&net("203.0.113.7")];
         assert!(v.covers_port(110) && v.covers_port(143));
     }
 
@@ -488,7 +504,7 @@ mod tests {
         let now = SystemTime::now();
         e.handle_line(&[0], &line("203.0.113.7"), now);
         assert!(e.expire(now).is_empty());
-        let ip: IpAddr = "203.0.113.7".parse().unwrap();
+        let ip = net("203.0.113.7");
         e.table().edit(ip, |v| v.expires_ns = 1);
         assert_eq!(e.expire(now + Duration::from_secs(3601)), [ip]);
         assert!(e.table().bans().is_empty());
@@ -501,7 +517,7 @@ mod tests {
         let journal = Journal::new(dir.path()).unwrap();
         let now = SystemTime::now();
         let rec = |ip: &str, until: Option<u64>| Record::Ban {
-            addr: ip.parse().unwrap(),
+            addr: net(ip),
             jail: "vpopmail".into(),
             ports: "110".into(),
             until,
@@ -518,13 +534,36 @@ mod tests {
         let mut e = Engine::new(vec![jail(3, &["pop3"])], MemBanTable::default(), None);
         assert_eq!(e.restore(&replay, now).unwrap(), 2);
         let bans = &e.table().bans();
-        assert!(bans.contains_key(&"203.0.113.7".parse::<IpAddr>().unwrap()));
-        assert!(!bans.contains_key(&"203.0.113.8".parse::<IpAddr>().unwrap()));
-        assert_eq!(
-            bans[&"2001:db8::1".parse::<IpAddr>().unwrap()].expires_ns,
-            BAN_PERMANENT
-        );
-        let left = boot_remaining(bans[&"203.0.113.7".parse::<IpAddr>().unwrap()].expires_ns);
+        assert!(bans.contains_key(&net("203.0.113.7")));
+        assert!(!bans.contains_key(&net("203.0.113.8")));
+        assert_eq!(bans[&net("2001:db8::1")].expires_ns, BAN_PERMANENT);
+        let left = boot_remaining(bans[&net("203.0.113.7")].expires_ns);
         assert!(left > Duration::from_secs(590) && left <= Duration::from_secs(600));
+    }
+
+    #[test]
+    fn ipv6_attackers_are_counted_and_banned_per_prefix() {
+        let mut j = jail(3, &["pop3"]);
+        j.ban_prefix_v6 = 64;
+        let mut e = Engine::new(vec![j], MemBanTable::default(), None);
+        let now = SystemTime::now();
+        // Three hosts of one /64, one failure each: that /64 is banned.
+        assert!(
+            e.handle_line(&[0], &line("2001:db8:1:2::a"), now)
+                .is_empty()
+        );
+        assert!(
+            e.handle_line(&[0], &line("2001:db8:1:2::b"), now)
+                .is_empty()
+        );
+        assert!(e.handle_line(&[0], &line("2001:db8:9::1"), now).is_empty());
+        let ev = e.handle_line(&[0], &line("2001_db8_1_2__c"), now);
+        assert_eq!(ev[0].addr, net("2001:db8:1:2::/64"));
+        assert!(e.table().bans().contains_key(&net("2001:db8:1:2::/64")));
+        // IPv4 is still per address.
+        for _ in 0..3 {
+            e.handle_line(&[0], &line("203.0.113.7"), now);
+        }
+        assert!(e.table().bans().contains_key(&net("203.0.113.7")));
     }
 }

@@ -28,6 +28,9 @@ pub mod window;
 
 use std::{net::IpAddr, time::SystemTime};
 
+use ipnet::IpNet;
+use jailer_common::BAN_MONITOR;
+
 use clap::CommandFactory;
 use tracing::{info, warn};
 
@@ -57,7 +60,12 @@ pub fn main(cli: Cli) -> Result<(), Error> {
             if config.jails.is_empty() {
                 return Err(ConfigError::NoJail { path: config.path }.into());
             }
-            let datapath = bpf::attach(&config.bpffs, &config.interfaces, config.xdp_mode)?;
+            let datapath = bpf::attach(
+                &config.bpffs,
+                &config.interfaces,
+                config.xdp_mode,
+                config.max_bans,
+            )?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -162,13 +170,17 @@ pub fn main(cli: Cli) -> Result<(), Error> {
             }),
         Command::Ban(args) => {
             let config = Config::load_or_default(&cli.config)?;
-            let addr = parse_addr(&args.ip)?;
+            let addr = parse_target(&args.ip)?;
             let ports =
                 PortSet::parse(&args.port).map_err(|e| Error::Usage(format!("--port: {e}")))?;
             let duration =
                 parse_bantime(&args.time).map_err(|e| Error::Usage(format!("--time: {e}")))?;
             let (mut table, created) = XdpBanTable::open(&config.bpffs)?;
-            write_ban(&mut table, addr, ban_value(&ports, duration))?;
+            let mut value = ban_value(&ports, duration);
+            if args.monitor {
+                value.flags |= BAN_MONITOR;
+            }
+            write_ban(&mut table, addr, value)?;
             let now = SystemTime::now();
             let journaled = Journal::new(&config.state_dir).and_then(|j| {
                 j.append(&Record::Ban {
@@ -185,7 +197,15 @@ pub fn main(cli: Cli) -> Result<(), Error> {
             let how_long = duration.map_or("permanently".to_owned(), |d| {
                 format!("for {}", duration::format_duration(d))
             });
-            println!("banned {addr} on ports {ports} {how_long}");
+            let mode = if args.monitor {
+                " (monitor: counted, not dropped)"
+            } else {
+                ""
+            };
+            println!(
+                "banned {} on ports {ports} {how_long}{mode}",
+                bpf::show(&addr)
+            );
             if created || bpf::attached_interfaces(&config.bpffs).is_empty() {
                 eprintln!(
                     "note: no interface has the XDP program attached yet; the ban takes effect once `jailer run` attaches it"
@@ -210,16 +230,16 @@ pub fn main(cli: Cli) -> Result<(), Error> {
                 return Ok(());
             }
             let ip = args.ip.as_deref().unwrap_or_default();
-            let addr = parse_addr(ip)?;
+            let addr = parse_target(ip)?;
             let existed = table.remove(addr)?;
             if let Err(e) = journal.and_then(|j| j.append(&Record::Unban { addr, at: now })) {
                 warn!(error = %e, "unban not journaled");
             }
             if existed {
-                println!("unbanned {addr}");
+                println!("unbanned {}", bpf::show(&addr));
                 Ok(())
             } else {
-                Err(Error::Usage(format!("{addr} is not banned")))
+                Err(Error::Usage(format!("{} is not banned", bpf::show(&addr))))
             }
         }
         Command::List { json } => {
@@ -261,14 +281,20 @@ pub fn exit_code(err: &Error) -> u8 {
     err.exit_code()
 }
 
-fn parse_addr(text: &str) -> Result<IpAddr, Error> {
-    text.trim()
-        .parse::<IpAddr>()
-        .map(|ip| match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
+/// An address or a CIDR network; `::ffff:a.b.c.d` is the IPv4 host.
+fn parse_target(text: &str) -> Result<IpNet, Error> {
+    config::parse_net(text)
+        .map(|net| match net.addr() {
+            IpAddr::V6(v6) if bpf::is_host(&net) => v6
+                .to_ipv4_mapped()
+                .map_or(net, |v4| IpNet::from(IpAddr::V4(v4))),
+            _ => net,
         })
-        .map_err(|_| Error::Usage(format!("`{text}` is not an IPv4 or IPv6 address")))
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "`{text}` is not an IPv4/IPv6 address or CIDR network"
+            ))
+        })
 }
 
 /// Resolves on SIGINT or SIGTERM.

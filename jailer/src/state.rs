@@ -14,6 +14,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use ipnet::IpNet;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
@@ -41,7 +42,9 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Record {
     Ban {
-        addr: IpAddr,
+        /// An address, or a network for prefix bans.
+        #[serde(with = "net_text")]
+        addr: IpNet,
         /// Jail name, or `manual` for `jailer ban`.
         jail: String,
         /// As in `PortSet`'s display: `110,995` or `all`.
@@ -52,7 +55,8 @@ pub enum Record {
         at: u64,
     },
     Unban {
-        addr: IpAddr,
+        #[serde(with = "net_text")]
+        addr: IpNet,
         at: u64,
     },
     UnbanAll {
@@ -60,13 +64,29 @@ pub enum Record {
     },
 }
 
+/// Addresses as plain text (`203.0.113.7`), networks in CIDR form.
+mod net_text {
+    use ipnet::IpNet;
+    use serde::{Deserialize, Deserializer, Serializer, de};
+
+    pub fn serialize<S: Serializer>(net: &IpNet, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::bpf::show(net))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<IpNet, D::Error> {
+        let text = String::deserialize(d)?;
+        crate::config::parse_net(&text)
+            .ok_or_else(|| de::Error::custom(format!("`{text}` is not an address or network")))
+    }
+}
+
 /// The journal replayed.
 #[derive(Debug, Default)]
 pub struct Replay {
     /// Bans not lifted, by address (the latest ban wins); may be expired.
-    pub bans: HashMap<IpAddr, Record>,
+    pub bans: HashMap<IpNet, Record>,
     /// Bans per (jail, address) within the history window.
-    pub counts: HashMap<(String, IpAddr), u32>,
+    pub counts: HashMap<(String, IpNet), u32>,
     /// The ban records behind `counts`, for compaction.
     history: Vec<Record>,
 }
@@ -247,7 +267,7 @@ mod tests {
 
     fn ban(addr: &str, jail: &str, until: Option<u64>, at: u64) -> Record {
         Record::Ban {
-            addr: addr.parse().unwrap(),
+            addr: crate::config::parse_net(addr).unwrap(),
             jail: jail.into(),
             ports: "110".into(),
             until,
@@ -269,7 +289,7 @@ mod tests {
         j.append(&ban("203.0.113.9", "vpopmail", Some(1_003_600), 1_000_000))
             .unwrap();
         j.append(&Record::Unban {
-            addr: "203.0.113.9".parse().unwrap(),
+            addr: crate::config::parse_net("203.0.113.9").unwrap(),
             at: 1_000_001,
         })
         .unwrap();
@@ -285,14 +305,17 @@ mod tests {
         let mut active: Vec<String> = r
             .active(now)
             .map(|r| match r {
-                Record::Ban { addr, .. } => addr.to_string(),
+                Record::Ban { addr, .. } => crate::bpf::show(addr),
                 _ => unreachable!(),
             })
             .collect();
         active.sort();
         assert_eq!(active, ["203.0.113.7", "203.0.113.8"]);
         assert_eq!(
-            r.counts[&("vpopmail".into(), "203.0.113.7".parse().unwrap())],
+            r.counts[&(
+                "vpopmail".into(),
+                crate::config::parse_net("203.0.113.7").unwrap()
+            )],
             2
         );
 
@@ -300,12 +323,18 @@ mod tests {
         let r2 = j.replay(now).unwrap();
         assert_eq!(r2.active(now).count(), 2);
         assert_eq!(
-            r2.counts[&("vpopmail".into(), "203.0.113.7".parse().unwrap())],
+            r2.counts[&(
+                "vpopmail".into(),
+                crate::config::parse_net("203.0.113.7").unwrap()
+            )],
             2,
             "history survives compaction"
         );
         assert_eq!(
-            r2.counts[&("vpopmail".into(), "203.0.113.9".parse().unwrap())],
+            r2.counts[&(
+                "vpopmail".into(),
+                crate::config::parse_net("203.0.113.9").unwrap()
+            )],
             1
         );
     }
@@ -345,5 +374,20 @@ mod tests {
         assert_eq!(Snapshot::load(dir.path()).unwrap(), s);
         fs::write(dir.path().join(SNAPSHOT), b"{not json").unwrap();
         assert_eq!(Snapshot::load(dir.path()).unwrap(), Snapshot::default());
+    }
+
+    #[test]
+    fn records_write_addresses_plainly_and_networks_as_cidr() {
+        let host = ban("203.0.113.7", "manual", None, 1);
+        let text = serde_json::to_string(&host).unwrap();
+        assert!(text.contains("\"addr\":\"203.0.113.7\""), "{text}");
+        let net = ban("2001:db8:1::/48", "manual", Some(5), 1);
+        let text = serde_json::to_string(&net).unwrap();
+        assert!(text.contains("\"addr\":\"2001:db8:1::/48\""), "{text}");
+        assert_eq!(serde_json::from_str::<Record>(&text).unwrap(), net);
+        assert!(
+            serde_json::from_str::<Record>("{\"op\":\"unban\",\"addr\":\"nope\",\"at\":1}")
+                .is_err()
+        );
     }
 }

@@ -3,7 +3,9 @@
 //! lines read per log, packets dropped and uptime. From the running agent
 //! (over its control socket) or, when it is down, from the maps and journal.
 
-use std::{fmt::Write as _, net::IpAddr, path::Path, process::Command, time::SystemTime};
+use std::{fmt::Write as _, path::Path, process::Command, time::SystemTime};
+
+use ipnet::IpNet;
 
 use jailer_common::stat;
 use serde::{Deserialize, Serialize};
@@ -68,7 +70,8 @@ pub struct JailStatus {
     pub currently_banned: u64,
     /// Bans set since the agent started (agent only).
     pub total_banned: Option<u64>,
-    pub banned: Vec<IpAddr>,
+    /// Addresses, or networks (CIDR) for prefix bans.
+    pub banned: Vec<String>,
 }
 
 /// Packet counters from the pinned `STATS` map.
@@ -103,13 +106,13 @@ pub fn attach_mode(iface: &str) -> String {
 pub fn from_maps(config: &Config) -> Result<Status, Error> {
     let table = XdpBanTable::open_existing(&config.bpffs)?;
     let rows = active_bans(&table)?;
-    let in_force: Vec<IpAddr> = rows.iter().map(|r| r.addr).collect();
+    let in_force: Vec<IpNet> = rows.iter().map(|r| r.net).collect();
     let replay = Journal::new(&config.state_dir)?.replay(SystemTime::now())?;
     let jails = config
         .jails
         .iter()
         .map(|j| {
-            let mut banned: Vec<IpAddr> = replay
+            let mut banned: Vec<IpNet> = replay
                 .bans
                 .values()
                 .filter_map(|r| match r {
@@ -125,7 +128,7 @@ pub fn from_maps(config: &Config) -> Result<Status, Error> {
             JailStatus {
                 name: j.name.clone(),
                 currently_banned: banned.len() as u64,
-                banned,
+                banned: banned.iter().map(bpf::show).collect(),
                 ..JailStatus::default()
             }
         })
@@ -216,7 +219,6 @@ pub fn render(status: &Status, only: Option<&str>) -> String {
             .join(", ")
     );
     for j in jails {
-        let banned: Vec<String> = j.banned.iter().map(IpAddr::to_string).collect();
         let _ = write!(
             out,
             "\nStatus for the jail: {}\n|- Filter\n|  |- Currently failed:\t{}\n|  `- Total failed:\t{}\n`- Actions\n   |- Currently banned:\t{}\n   |- Total banned:\t{}\n   `- Banned IP list:\t{}\n",
@@ -225,7 +227,7 @@ pub fn render(status: &Status, only: Option<&str>) -> String {
             opt(j.total_failed),
             j.currently_banned,
             opt(j.total_banned),
-            banned.join(" ")
+            j.banned.join(" ")
         );
     }
     out
@@ -261,7 +263,7 @@ mod tests {
                     total_failed: Some(4),
                     currently_banned: 1,
                     total_banned: Some(1),
-                    banned: vec!["203.0.113.7".parse().unwrap()],
+                    banned: vec!["203.0.113.7".into()],
                 },
                 JailStatus {
                     name: "other".into(),

@@ -11,7 +11,7 @@ use std::{
 };
 
 use jailer::{
-    bpf::{BanTable, MemBanTable},
+    bpf::MemBanTable,
     config::Config,
     detect::{Filter, Verdict},
 };
@@ -90,7 +90,7 @@ fn config(dir: &Path, log: &Path) -> Config {
 }
 
 fn banned(table: &MemBanTable, ip: &str) -> bool {
-    table.get(ip.parse::<IpAddr>().unwrap()).unwrap().is_some()
+    table.ban_on(ip.parse::<IpAddr>().unwrap()).is_some()
 }
 
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
@@ -157,7 +157,7 @@ fn follows_bans_rotates_and_restores() {
     append(&log, &failure("203.0.113.8"));
     append(&log, &failure("203.0.113.8"));
     wait_for("203.0.113.7 banned", || banned(&table, "203.0.113.7"));
-    let v = table.get("203.0.113.7".parse().unwrap()).unwrap().unwrap();
+    let v = table.ban_on("203.0.113.7".parse().unwrap()).unwrap();
     assert!(v.covers_port(110) && !v.covers_port(25));
 
     // Rotation by rename + create: the third failure of .8 is in the new file.

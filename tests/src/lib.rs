@@ -365,3 +365,8 @@ impl Pair {
         }
     }
 }
+
+/// An address as the host network the ban tables are keyed by.
+pub fn host(addr: &str) -> ipnet::IpNet {
+    ipnet::IpNet::from(addr.parse::<IpAddr>().expect("an address"))
+}

@@ -11,7 +11,7 @@ use std::{
 };
 
 use jailer::{bpf::BanTable, config::Config};
-use jailer_tests::{Pair, TempBpffs, login, pop3_server, require_root};
+use jailer_tests::{Pair, TempBpffs, host, login, pop3_server, require_root};
 use tokio::sync::oneshot;
 
 #[test]
@@ -34,8 +34,13 @@ fn failed_pop3_logins_get_the_client_dropped_by_xdp() {
         let log = log.clone();
         server.run(move || {
             pop3_server("[::]:110".parse().unwrap(), log);
-            let datapath = jailer::bpf::attach(&config.bpffs, &config.interfaces, config.xdp_mode)
-                .expect("attach");
+            let datapath = jailer::bpf::attach(
+                &config.bpffs,
+                &config.interfaces,
+                config.xdp_mode,
+                config.max_bans,
+            )
+            .expect("attach");
             thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -62,7 +67,7 @@ fn failed_pop3_logins_get_the_client_dropped_by_xdp() {
     }
     let table = jailer::bpf::XdpBanTable::open_existing(&bpffs.pins()).unwrap();
     let start = Instant::now();
-    while table.get("10.198.0.2".parse().unwrap()).unwrap().is_none() {
+    while table.get(host("10.198.0.2")).unwrap().is_none() {
         assert!(
             start.elapsed() < Duration::from_secs(5),
             "no ban after 3 failures"
@@ -83,7 +88,7 @@ fn failed_pop3_logins_get_the_client_dropped_by_xdp() {
         let _ = login(client, "fd00:198::2", "[fd00:198::1]:110", "guess").unwrap();
     }
     let start = Instant::now();
-    while table.get("fd00:198::2".parse().unwrap()).unwrap().is_none() {
+    while table.get(host("fd00:198::2")).unwrap().is_none() {
         assert!(
             start.elapsed() < Duration::from_secs(5),
             "no IPv6 ban after 3 failures"

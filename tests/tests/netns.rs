@@ -14,7 +14,7 @@ use jailer::{
     config::XdpMode,
     ports::PortSet,
 };
-use jailer_tests::{Pair, TempBpffs, connect_from, exchange, require_root, serve};
+use jailer_tests::{Pair, TempBpffs, connect_from, exchange, host, require_root, serve};
 
 const TIMEOUT: Duration = Duration::from_millis(700);
 
@@ -49,7 +49,7 @@ fn attach(net: &Pair, bpffs: &TempBpffs, mode: XdpMode) -> XdpBanTable {
     let pins = bpffs.pins();
     let iface = net.iface.clone();
     net.server.run(move || {
-        jailer::bpf::attach(&pins, &[iface], mode)
+        jailer::bpf::attach(&pins, &[iface], mode, jailer_common::MAX_BANS)
             .expect("attach")
             .bans
     })
@@ -63,7 +63,7 @@ fn check_family(net: &Pair, table: &mut XdpBanTable, banned: &str, other: &str, 
         "before the ban {banned} connects"
     );
 
-    let addr: IpAddr = banned.parse().unwrap();
+    let addr = host(banned);
     write_ban(
         table,
         addr,
@@ -151,7 +151,7 @@ fn restart_keeps_link_and_bans_and_detach_removes_them() {
     let net = topology();
     let bpffs = TempBpffs::new();
     let mut table = attach(&net, &bpffs, XdpMode::Generic);
-    let banned: IpAddr = "10.199.0.2".parse().unwrap();
+    let banned = host("10.199.0.2");
     write_ban(
         &mut table,
         banned,
