@@ -384,7 +384,9 @@ fn net_key6(net: &IpNet) -> Key<NetV6> {
 }
 
 impl XdpBanTable {
-    fn from_ebpf(ebpf: &mut Ebpf) -> Result<Self, BpfError> {
+    /// Takes the ban maps out of a loaded object (tests and tools that load
+    /// the program themselves, unpinned).
+    pub fn from_ebpf(ebpf: &mut Ebpf) -> Result<Self, BpfError> {
         Self::from_source(|name| {
             ebpf.take_map(name).ok_or_else(|| BpfError::Map {
                 map: name,

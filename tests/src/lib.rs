@@ -370,3 +370,61 @@ impl Pair {
 pub fn host(addr: &str) -> ipnet::IpNet {
     ipnet::IpNet::from(addr.parse::<IpAddr>().expect("an address"))
 }
+
+/// Inserts VLAN tags (each `tpid`, TCI 0x0064) after the MAC addresses.
+pub fn with_vlans(frame: &[u8], tpids: &[u16]) -> Vec<u8> {
+    let mut f = frame[..12].to_vec();
+    for tpid in tpids {
+        f.extend_from_slice(&tpid.to_be_bytes());
+        f.extend_from_slice(&0x0064u16.to_be_bytes());
+    }
+    f.extend_from_slice(&frame[12..]);
+    f
+}
+
+/// An IPv6 extension header for [`tcp6_ext`].
+#[derive(Clone, Copy, Debug)]
+pub enum Ext {
+    /// Hop-by-hop options, `n` extra 8-octet units.
+    HopByHop(u8),
+    /// Routing header, `n` extra units.
+    Routing(u8),
+    /// Destination options, `n` extra units.
+    DestOpts(u8),
+    /// Fragment header with this fragment offset (8-octet units).
+    Fragment(u16),
+}
+
+/// Ethernet + IPv6 + `exts` + TCP to `dport`.
+pub fn tcp6_ext(src: [u8; 16], dport: u16, exts: &[Ext]) -> Vec<u8> {
+    let base = tcp6(src, dport);
+    let (head, tcp_hdr) = base.split_at(14 + 40);
+    let mut f = head.to_vec();
+    let number = |e: &Ext| match e {
+        Ext::HopByHop(_) => 0u8,
+        Ext::Routing(_) => 43,
+        Ext::DestOpts(_) => 60,
+        Ext::Fragment(_) => 44,
+    };
+    f[14 + 6] = exts.first().map_or(6, number);
+    for (i, e) in exts.iter().enumerate() {
+        let next = exts.get(i + 1).map_or(6, number);
+        match *e {
+            Ext::HopByHop(n) | Ext::Routing(n) | Ext::DestOpts(n) => {
+                let mut h = vec![0u8; (usize::from(n) + 1) * 8];
+                h[0] = next;
+                h[1] = n;
+                f.extend_from_slice(&h);
+            }
+            Ext::Fragment(offset) => {
+                f.extend_from_slice(&[next, 0]);
+                f.extend_from_slice(&((offset << 3) | 1).to_be_bytes());
+                f.extend_from_slice(&[0, 0, 0, 42]);
+            }
+        }
+    }
+    f.extend_from_slice(tcp_hdr);
+    let payload = (f.len() - 14 - 40) as u16;
+    f[14 + 4..14 + 6].copy_from_slice(&payload.to_be_bytes());
+    f
+}
