@@ -378,6 +378,7 @@ fn random_frames_drop_only_banned_sources_on_covered_ports() {
             } else {
                 XDP_PASS
             };
+            drops.set(drops.get() + u32::from(verdict == XDP_DROP));
             prop_assert_eq!(verdict, want, "{:?}", c);
             Ok(())
         })
