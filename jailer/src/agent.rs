@@ -326,6 +326,7 @@ impl<T: BanTable> Agent<T> {
                 total_failed: Some(stats.total_failed),
                 currently_banned: banned.len() as u64,
                 total_banned: Some(stats.total_banned),
+                ban_errors: Some(stats.ban_errors),
                 banned: banned.iter().map(bpf::show).collect(),
             })
             .collect();

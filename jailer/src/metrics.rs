@@ -115,6 +115,20 @@ pub fn render(status: &Status, unbans: u64, latency: &Histogram) -> String {
             j.total_banned.unwrap_or(0)
         );
     }
+    family(
+        &mut o,
+        "jailer_ban_errors_total",
+        "counter",
+        "Bans that could not be written (ban map full), per jail.",
+    );
+    for j in &status.jails {
+        let _ = writeln!(
+            o,
+            "jailer_ban_errors_total{{jail=\"{}\"}} {}",
+            esc(&j.name),
+            j.ban_errors.unwrap_or(0)
+        );
+    }
     family(&mut o, "jailer_banned", "gauge", "Bans in force, per jail.");
     for j in &status.jails {
         let _ = writeln!(

@@ -70,6 +70,9 @@ pub struct JailStatus {
     pub currently_banned: u64,
     /// Bans set since the agent started (agent only).
     pub total_banned: Option<u64>,
+    /// Bans that could not be written (a full map), since start (agent only).
+    #[serde(default)]
+    pub ban_errors: Option<u64>,
     /// Addresses, or networks (CIDR) for prefix bans.
     pub banned: Vec<String>,
 }
@@ -221,12 +224,13 @@ pub fn render(status: &Status, only: Option<&str>) -> String {
     for j in jails {
         let _ = write!(
             out,
-            "\nStatus for the jail: {}\n|- Filter\n|  |- Currently failed:\t{}\n|  `- Total failed:\t{}\n`- Actions\n   |- Currently banned:\t{}\n   |- Total banned:\t{}\n   `- Banned IP list:\t{}\n",
+            "\nStatus for the jail: {}\n|- Filter\n|  |- Currently failed:\t{}\n|  `- Total failed:\t{}\n`- Actions\n   |- Currently banned:\t{}\n   |- Total banned:\t{}\n   |- Ban errors:\t{}\n   `- Banned IP list:\t{}\n",
             j.name,
             opt(j.currently_failed),
             opt(j.total_failed),
             j.currently_banned,
             opt(j.total_banned),
+            opt(j.ban_errors),
             j.banned.join(" ")
         );
     }

@@ -9,7 +9,7 @@ use jailer::{
     ports::PortSet,
 };
 use jailer_common::map_names;
-use jailer_tests::{TempBpffs, require_root};
+use jailer_tests::{TempBpffs, host, require_root};
 
 #[test]
 fn object_declares_every_map() {
@@ -83,5 +83,55 @@ fn pinned_ban_map_dumps_with_field_names() {
     assert!(
         text.contains("203") && text.contains("113") && text.contains("995"),
         "{text}"
+    );
+}
+
+#[test]
+fn a_full_ban_map_refuses_new_bans_and_keeps_old_ones() {
+    require_root!("a_full_ban_map_refuses_new_bans_and_keeps_old_ones");
+    let mut loader = aya::EbpfLoader::new();
+    loader.map_max_entries(map_names::BANS_V4, 4);
+    let mut ebpf = loader.load(jailer::bpf::XDP_OBJECT).expect("load object");
+    let table = XdpBanTable::from_ebpf(&mut ebpf).unwrap();
+    let config = jailer::config::Config::parse(
+        std::path::Path::new("/etc/jailer/jailer.toml"),
+        "[jails.vpopmail]\nfilter = \"vpopmail\"\nlogpath = \"/x\"\nmaxretry = 1\n",
+    )
+    .unwrap();
+    let mut engine = jailer::jail::Engine::new(config.jails, table, None);
+    let now = std::time::SystemTime::now();
+    for i in 1..=6 {
+        engine.handle_line(
+            &[0],
+            &format!("vpopmail[1]: vchkpw-pop3: password fail a@b:203.0.113.{i}"),
+            now,
+        );
+    }
+    let (_, stats, _) = &engine.stats()[0];
+    assert_eq!(stats.total_banned, 4);
+    assert_eq!(stats.ban_errors, 2, "the two that did not fit are counted");
+    use jailer::bpf::BanTable as _;
+    for i in 1..=4 {
+        assert!(
+            engine
+                .table()
+                .get(host(&format!("203.0.113.{i}")))
+                .unwrap()
+                .is_some(),
+            "{i} kept"
+        );
+    }
+    // The error a person sees names the map, its size and the address.
+    let err = engine
+        .table_mut()
+        .insert(
+            host("203.0.113.99"),
+            ban_value(&PortSet::Only(vec![110]), None),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("BANS_V4 is full (4 entries)") && err.contains("203.0.113.99"),
+        "{err}"
     );
 }

@@ -190,3 +190,85 @@ fn restart_keeps_link_and_bans_and_detach_removes_them() {
         "detached: traffic flows"
     );
 }
+
+#[test]
+fn one_program_and_one_set_of_maps_on_two_interfaces() {
+    require_root!("one_program_and_one_set_of_maps_on_two_interfaces");
+    let net = topology();
+    // A second link between the same namespaces, on another subnet.
+    let iface2 = jailer_tests::unique("vs");
+    let peer2 = jailer_tests::unique("vc");
+    net.server.ip(&[
+        "link",
+        "add",
+        &iface2,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &peer2,
+        "netns",
+        &net.client.name,
+    ]);
+    net.server
+        .ip(&["addr", "add", "10.195.0.1/24", "dev", &iface2]);
+    net.server.ip(&["link", "set", &iface2, "up"]);
+    net.client
+        .ip(&["addr", "add", "10.195.0.2/24", "dev", &peer2]);
+    net.client.ip(&["link", "set", &peer2, "up"]);
+
+    let bpffs = TempBpffs::new();
+    let pins = bpffs.pins();
+    let ifaces = vec![net.iface.clone(), iface2.clone()];
+    let mut table = net.server.run(move || {
+        jailer::bpf::attach(&pins, &ifaces, XdpMode::Generic, jailer_common::MAX_BANS)
+            .expect("attach to both")
+            .bans
+    });
+    assert!(can_connect(&net, "10.195.0.2", "10.195.0.1:110"));
+    for addr in ["10.199.0.2", "10.195.0.2"] {
+        write_ban(
+            &mut table,
+            host(addr),
+            ban_value(&PortSet::Only(vec![110]), None),
+        )
+        .unwrap();
+    }
+    assert!(
+        !can_connect(&net, "10.199.0.2", "10.199.0.1:110"),
+        "dropped on the first link"
+    );
+    assert!(
+        !can_connect(&net, "10.195.0.2", "10.195.0.1:110"),
+        "dropped on the second link"
+    );
+    let mut attached = jailer::bpf::attached_interfaces(&bpffs.pins());
+    attached.sort();
+    let mut want = vec![net.iface.clone(), iface2.clone()];
+    want.sort();
+    assert_eq!(attached, want);
+    // Dropping an interface from the config detaches it only.
+    let pins = bpffs.pins();
+    let only_first = vec![net.iface.clone()];
+    net.server.run(move || {
+        jailer::bpf::attach(
+            &pins,
+            &only_first,
+            XdpMode::Generic,
+            jailer_common::MAX_BANS,
+        )
+        .unwrap()
+    });
+    assert_eq!(
+        jailer::bpf::attached_interfaces(&bpffs.pins()),
+        [net.iface.clone()]
+    );
+    assert!(
+        can_connect(&net, "10.195.0.2", "10.195.0.1:110"),
+        "second link no longer filtered"
+    );
+    assert!(
+        !can_connect(&net, "10.199.0.2", "10.199.0.1:110"),
+        "first link still filtered"
+    );
+}
