@@ -101,8 +101,10 @@ pub mod setting {
     pub const NETS_V4: u32 = 1;
     /// The same for `BANS_V6_NET`.
     pub const NETS_V6: u32 = 2;
+    /// Non-zero once any ban covers all ports: then `PORTS` is not consulted.
+    pub const ANY_PORT: u32 = 3;
     /// Number of slots.
-    pub const COUNT: u32 = 3;
+    pub const COUNT: u32 = 4;
 }
 
 /// `setting::FLAGS`: monitor mode for every ban (`xdp_action = "monitor"`).
@@ -112,8 +114,8 @@ pub const SETTINGS_MONITOR: u32 = 1 << 0;
 pub mod stat {
     /// Every packet the program ran on.
     pub const SEEN: u32 = 0;
-    /// Packets passed on (not banned, not TCP, unparsable...).
-    pub const PASSED: u32 = 1;
+    /// Unused (passed = seen - dropped - would-drop; not counted per packet).
+    pub const RESERVED: u32 = 1;
     /// IPv4 packets dropped by a ban.
     pub const DROPPED_V4: u32 = 2;
     /// IPv6 packets dropped by a ban.
@@ -134,10 +136,25 @@ pub mod map_names {
     pub const BANS_V4_NET: &str = "BANS_V4_NET";
     pub const BANS_V6_NET: &str = "BANS_V6_NET";
     pub const SETTINGS: &str = "SETTINGS";
+    pub const PORTS: &str = "PORTS";
     pub const STATS: &str = "STATS";
     /// Every map the program declares, in one place for loaders and tests.
-    pub const ALL: [&str; 6] = [BANS_V4, BANS_V6, BANS_V4_NET, BANS_V6_NET, SETTINGS, STATS];
+    pub const ALL: [&str; 7] = [
+        BANS_V4,
+        BANS_V6,
+        BANS_V4_NET,
+        BANS_V6_NET,
+        SETTINGS,
+        PORTS,
+        STATS,
+    ];
 }
+
+/// Entries of `PORTS`: one per TCP port; non-zero when some ban covers it.
+/// Checked before any ban lookup, so traffic to ports no ban names (SMTP on a
+/// POP3 jail) costs one array read. Entries are only ever set, never cleared
+/// (a stale entry costs a lookup, a missing one would let a ban through).
+pub const PORT_ENTRIES: u32 = 1 << 16;
 
 /// Default capacity of each prefix-ban trie.
 pub const MAX_NET_BANS: u32 = 1 << 16;

@@ -21,11 +21,7 @@ use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 #[xdp]
 pub fn jailer_xdp(ctx: XdpContext) -> u32 {
     verdict::count(jailer_common::stat::SEEN);
-    let action = verdict::try_jailer(&ctx).unwrap_or(xdp_action::XDP_PASS);
-    if action == xdp_action::XDP_PASS {
-        verdict::count(jailer_common::stat::PASSED);
-    }
-    action
+    verdict::try_jailer(&ctx).unwrap_or(xdp_action::XDP_PASS)
 }
 
 #[cfg(not(test))]

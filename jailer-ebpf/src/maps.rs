@@ -10,7 +10,7 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use jailer_common::{
-    BanKeyV4, BanKeyV6, BanValue, MAX_BANS, MAX_NET_BANS, NetV4, NetV6, setting, stat,
+    BanKeyV4, BanKeyV6, BanValue, MAX_BANS, MAX_NET_BANS, NetV4, NetV6, PORT_ENTRIES, setting, stat,
 };
 
 /// Exact IPv4 source bans. Not preallocated: a million idle slots would pin
@@ -44,6 +44,10 @@ pub static BANS_V6_NET: LpmTrie<NetV6, BanValue, { MAX_NET_BANS as usize }> = Lp
 /// whether the prefix tries hold anything.
 #[btf_map]
 pub static SETTINGS: Array<u32, { setting::COUNT as usize }> = Array::new();
+
+/// Protected TCP ports: non-zero at a port some ban covers.
+#[btf_map]
+pub static PORTS: Array<u8, { PORT_ENTRIES as usize }> = Array::new();
 
 /// Per-CPU packet counters, indexed by `jailer_common::stat`.
 #[btf_map]

@@ -17,10 +17,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use ipnet::IpNet;
 use jailer::{
     bpf::{BanTable, MemBanTable, XdpBanTable},
     config::Config,
     error::BpfError,
+    ports::PortSet,
 };
 use jailer_common::BanValue;
 use tokio::sync::oneshot;
@@ -32,23 +34,29 @@ struct Recording<T> {
 }
 
 impl<T: BanTable> BanTable for Recording<T> {
-    fn insert(&mut self, addr: IpAddr, ban: BanValue) -> Result<(), BpfError> {
-        self.inner.insert(addr, ban)?;
+    fn insert(&mut self, target: IpNet, ban: BanValue) -> Result<(), BpfError> {
+        self.inner.insert(target, ban)?;
         self.seen
             .lock()
             .unwrap()
-            .entry(addr)
+            .entry(target.addr())
             .or_insert_with(Instant::now);
         Ok(())
     }
-    fn get(&self, addr: IpAddr) -> Result<Option<BanValue>, BpfError> {
-        self.inner.get(addr)
+    fn get(&self, target: IpNet) -> Result<Option<BanValue>, BpfError> {
+        self.inner.get(target)
     }
-    fn remove(&mut self, addr: IpAddr) -> Result<bool, BpfError> {
-        self.inner.remove(addr)
+    fn remove(&mut self, target: IpNet) -> Result<bool, BpfError> {
+        self.inner.remove(target)
     }
-    fn list(&self) -> Result<Vec<(IpAddr, BanValue)>, BpfError> {
+    fn list(&self) -> Result<Vec<(IpNet, BanValue)>, BpfError> {
         self.inner.list()
+    }
+    fn set_monitor(&mut self, on: bool) -> Result<(), BpfError> {
+        self.inner.set_monitor(on)
+    }
+    fn protect(&mut self, ports: &PortSet) -> Result<(), BpfError> {
+        self.inner.protect(ports)
     }
 }
 

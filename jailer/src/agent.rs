@@ -80,15 +80,21 @@ pub async fn run_agent_with<T: BanTable + 'static>(
 ) -> Result<(), Error> {
     let now = SystemTime::now();
     let journal = Journal::new(&config.state_dir)?;
-    let replay = journal.replay(now)?;
-    if let Err(e) = journal.compact(now) {
-        warn!(error = %e, "compacting the ban journal failed");
-    }
+    let replay = match journal.compact(now) {
+        Ok(replay) => replay,
+        Err(e) => {
+            warn!(error = %e, "compacting the ban journal failed; reading it as it is");
+            journal.replay(now)?
+        }
+    };
     let mut table = table;
     let monitor = config.xdp_action == XdpAction::Monitor;
     table.set_monitor(monitor)?;
     if monitor {
         info!("monitor mode: bans count would-be drops and drop nothing");
+    }
+    for jail in &config.jails {
+        table.protect(&jail.ports)?;
     }
     let mut engine = Engine::new(config.jails.clone(), table, Some(journal));
     let restored = engine.restore(&replay, now)?;
@@ -392,6 +398,9 @@ impl<T: BanTable> Agent<T> {
             let monitor = new.xdp_action == XdpAction::Monitor;
             self.engine.table_mut().set_monitor(monitor)?;
             info!(monitor, "XDP action changed");
+        }
+        for jail in &new.jails {
+            self.engine.table_mut().protect(&jail.ports)?;
         }
         self.save();
         self.engine.reconfigure(new.jails.clone());

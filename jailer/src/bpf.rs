@@ -34,7 +34,7 @@ use nix::{
 };
 use tracing::{info, warn};
 
-use crate::{config::XdpMode, error::BpfError};
+use crate::{config::XdpMode, error::BpfError, ports::PortSet};
 
 /// The XDP object, built by `build.rs` through aya-build.
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/jailer"));
@@ -350,6 +350,75 @@ pub trait BanTable: Send {
     fn list(&self) -> Result<Vec<(IpNet, BanValue)>, BpfError>;
     /// Monitor mode for every ban (count would-be drops, drop nothing).
     fn set_monitor(&mut self, on: bool) -> Result<(), BpfError>;
+    /// Tells the datapath that bans may cover `ports` (done by `insert` too;
+    /// the agent marks its jails' ports at start).
+    fn protect(&mut self, ports: &PortSet) -> Result<(), BpfError>;
+    /// Whether no ban at all is in the table (fresh maps after a reboot).
+    fn is_empty(&self) -> Result<bool, BpfError> {
+        Ok(self.list()?.is_empty())
+    }
+    /// Many bans at once (restoring a journal); returns how many were written.
+    /// Stops at the first error (a full map), keeping what was written.
+    fn insert_many(&mut self, bans: &[(IpNet, BanValue)]) -> Result<usize, BpfError> {
+        for (i, (target, ban)) in bans.iter().enumerate() {
+            if let Err(e) = self.insert(*target, *ban) {
+                return if i == 0 { Err(e) } else { Ok(i) };
+            }
+        }
+        Ok(bans.len())
+    }
+}
+
+/// `union bpf_attr` for the `BPF_MAP_*_BATCH` commands.
+#[repr(C)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+
+/// BPF_MAP_UPDATE_BATCH: one syscall for many elements (aya 0.14 has no
+/// batch API). Returns how many were written, and the error that stopped it.
+fn update_batch<K, V>(map: &MapData, keys: &[K], values: &[V]) -> (usize, Option<io::Error>) {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    debug_assert_eq!(keys.len(), values.len());
+    let mut attr = BatchAttr {
+        in_batch: 0,
+        out_batch: 0,
+        keys: keys.as_ptr() as u64,
+        values: values.as_ptr() as u64,
+        count: keys.len() as u32,
+        map_fd: map.fd().as_fd().as_raw_fd() as u32,
+        elem_flags: 0,
+        flags: 0,
+    };
+    // SAFETY: `attr` points at `count` keys and values of the map's sizes,
+    // alive for the call; the kernel writes back only `count`.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_UPDATE_BATCH,
+            &raw mut attr,
+            size_of::<BatchAttr>(),
+        )
+    };
+    if rc == 0 {
+        (keys.len(), None)
+    } else {
+        (attr.count as usize, Some(io::Error::last_os_error()))
+    }
+}
+
+/// The ports a ban value covers, as a set.
+fn ban_ports(ban: &BanValue) -> PortSet {
+    PortSet::from_raw(&ban.ports, ban.flags)
 }
 
 type Trie4 = LpmTrie<MapData, NetV4, BanValue>;
@@ -362,6 +431,10 @@ pub struct XdpBanTable {
     v4_net: Trie4,
     v6_net: Trie6,
     settings: Array<MapData, u32>,
+    ports: Array<MapData, u8>,
+    /// Ports this process already marked in `PORTS` (entries are never cleared).
+    marked: std::collections::HashSet<u16>,
+    any_port_marked: bool,
     capacity: [u32; 4],
 }
 
@@ -422,6 +495,11 @@ impl XdpBanTable {
             settings: take(map_names::SETTINGS)?
                 .try_into()
                 .map_err(map_err(map_names::SETTINGS))?,
+            ports: take(map_names::PORTS)?
+                .try_into()
+                .map_err(map_err(map_names::PORTS))?,
+            marked: std::collections::HashSet::new(),
+            any_port_marked: false,
             capacity,
         })
     }
@@ -495,6 +573,29 @@ fn full_or(map: &'static str, capacity: u32, target: IpNet) -> impl FnOnce(MapEr
     }
 }
 
+/// A batch that stopped: a full map is `MapFull` (when nothing was written)
+/// or a partial success; anything else is an error.
+fn batch_error(
+    e: io::Error,
+    map: &'static str,
+    capacity: u32,
+    written: usize,
+) -> Result<usize, BpfError> {
+    match e.raw_os_error() {
+        Some(libc::E2BIG) | Some(libc::ENOSPC) if written > 0 => Ok(written),
+        Some(libc::E2BIG) | Some(libc::ENOSPC) => Err(BpfError::MapFull {
+            map,
+            capacity,
+            addr: "a restored ban".into(),
+        }),
+        Some(libc::EPERM) => Err(BpfError::NotRoot),
+        _ => Err(BpfError::Pin {
+            path: PathBuf::from(map),
+            source: e,
+        }),
+    }
+}
+
 fn not_found(e: &MapError) -> bool {
     matches!(e, MapError::KeyNotFound)
         || matches!(e, MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::ENOENT))
@@ -510,6 +611,8 @@ fn found<V>(r: Result<V, MapError>, map: &'static str) -> Result<Option<V>, BpfE
 
 impl BanTable for XdpBanTable {
     fn insert(&mut self, target: IpNet, mut ban: BanValue) -> Result<(), BpfError> {
+        // Ports first: a ban the datapath does not look up would not drop.
+        self.protect(&ban_ports(&ban))?;
         let [c4, c6, cn4, cn6] = self.capacity;
         match (target.addr(), is_host(&target)) {
             (IpAddr::V4(a), true) => {
@@ -628,6 +731,83 @@ impl BanTable for XdpBanTable {
     fn set_monitor(&mut self, on: bool) -> Result<(), BpfError> {
         self.set(setting::FLAGS, if on { SETTINGS_MONITOR } else { 0 })
     }
+
+    fn is_empty(&self) -> Result<bool, BpfError> {
+        Ok(self.v4.keys().next().is_none()
+            && self.v6.keys().next().is_none()
+            && self.v4_net.keys().next().is_none()
+            && self.v6_net.keys().next().is_none())
+    }
+
+    fn insert_many(&mut self, bans: &[(IpNet, BanValue)]) -> Result<usize, BpfError> {
+        use aya::maps::IterableMap as _;
+        let mut v4 = (Vec::new(), Vec::new());
+        let mut v6 = (Vec::new(), Vec::new());
+        let mut nets = Vec::new();
+        let mut last_ports = None;
+        for (target, ban) in bans {
+            if last_ports != Some((ban.ports, ban.flags)) {
+                self.protect(&ban_ports(ban))?;
+                last_ports = Some((ban.ports, ban.flags));
+            }
+            let mut ban = *ban;
+            ban.prefix_len = 0;
+            match (target.addr(), is_host(target)) {
+                (IpAddr::V4(a), true) => {
+                    v4.0.push(BanKeyV4 { addr: a.octets() });
+                    v4.1.push(ban);
+                }
+                (IpAddr::V6(a), true) => {
+                    v6.0.push(BanKeyV6 { addr: a.octets() });
+                    v6.1.push(ban);
+                }
+                _ => nets.push((*target, ban)),
+            }
+        }
+        let [c4, c6, _, _] = self.capacity;
+        let mut written = 0;
+        const CHUNK: usize = 1 << 16;
+        for (k, v) in v4.0.chunks(CHUNK).zip(v4.1.chunks(CHUNK)) {
+            let (n, err) = update_batch(self.v4.map(), k, v);
+            written += n;
+            if let Some(e) = err {
+                return batch_error(e, map_names::BANS_V4, c4, written);
+            }
+        }
+        for (k, v) in v6.0.chunks(CHUNK).zip(v6.1.chunks(CHUNK)) {
+            let (n, err) = update_batch(self.v6.map(), k, v);
+            written += n;
+            if let Some(e) = err {
+                return batch_error(e, map_names::BANS_V6, c6, written);
+            }
+        }
+        for (target, ban) in nets {
+            self.insert(target, ban)?;
+            written += 1;
+        }
+        Ok(written)
+    }
+
+    fn protect(&mut self, ports: &PortSet) -> Result<(), BpfError> {
+        match ports {
+            PortSet::All => {
+                if !self.any_port_marked {
+                    self.set(setting::ANY_PORT, 1)?;
+                    self.any_port_marked = true;
+                }
+            }
+            PortSet::Only(list) => {
+                for &port in list {
+                    if self.marked.insert(port) {
+                        self.ports
+                            .set(u32::from(port), 1, 0)
+                            .map_err(map_err(map_names::PORTS))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// An in-memory [`BanTable`] for tests that cannot touch the kernel. Clones
@@ -693,6 +873,10 @@ impl BanTable for MemBanTable {
     }
     fn set_monitor(&mut self, on: bool) -> Result<(), BpfError> {
         self.monitor.store(on, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn protect(&mut self, _ports: &PortSet) -> Result<(), BpfError> {
         Ok(())
     }
 }

@@ -347,10 +347,11 @@ fn ignoreip<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
 /// An address (as a host network) or a CIDR network.
 pub fn parse_net(text: &str) -> Option<IpNet> {
     let t = text.trim();
-    t.parse::<IpNet>()
-        .ok()
-        .map(|n| n.trunc())
-        .or_else(|| t.parse::<IpAddr>().ok().map(IpNet::from))
+    if t.contains('/') {
+        t.parse::<IpNet>().ok().map(|n| n.trunc())
+    } else {
+        t.parse::<IpAddr>().ok().map(IpNet::from)
+    }
 }
 
 impl Config {

@@ -2,7 +2,7 @@
 //! maps and the journal; and the expiry queue that lifts bans when due.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap, HashSet},
     net::IpAddr,
     time::{Duration, SystemTime},
 };
@@ -15,12 +15,12 @@ use tracing::{debug, info, warn};
 use crate::{
     admin::ban_value,
     bpf::BanTable,
-    clock::{boot_ns, unix_secs, wall_to_boot_ns},
+    clock::{boot_ns, from_unix_secs, unix_secs},
     config::Jail,
     detect::Verdict,
     error::BpfError,
     ports::PortSet,
-    state::{Journal, Record, Replay, until_time},
+    state::{Journal, Record, Replay},
     timestamp::parse_timestamp,
     window::{DEFAULT_MAX_TRACKED, FailureWindow},
 };
@@ -45,7 +45,7 @@ struct JailState {
     /// Previous bans per address or prefix (for bantime_increment).
     ban_counts: HashMap<IpNet, u32>,
     /// Addresses (or prefixes) this jail banned that may still be in force.
-    banned: BTreeSet<IpNet>,
+    banned: HashSet<IpNet>,
     stats: JailStats,
 }
 
@@ -55,7 +55,7 @@ impl JailState {
             window: FailureWindow::new(jail.maxretry, jail.findtime, DEFAULT_MAX_TRACKED),
             jail,
             ban_counts: HashMap::new(),
-            banned: BTreeSet::new(),
+            banned: HashSet::new(),
             stats: JailStats::default(),
         }
     }
@@ -134,7 +134,7 @@ impl<T: BanTable> Engine<T> {
         self.jails
             .iter()
             .map(|j| {
-                let banned = j
+                let mut banned: Vec<IpNet> = j
                     .banned
                     .iter()
                     .copied()
@@ -146,6 +146,7 @@ impl<T: BanTable> Engine<T> {
                             .is_some_and(|v| v.is_active(now))
                     })
                     .collect();
+                banned.sort();
                 (j.jail.name.clone(), j.stats.clone(), j.window.len(), banned)
             })
             .collect()
@@ -167,34 +168,50 @@ impl<T: BanTable> Engine<T> {
     /// Restores bans from the journal into the table (after a reboot the maps
     /// are empty) and the repeat-offence counts; expired bans are skipped.
     pub fn restore(&mut self, replay: &Replay, now: SystemTime) -> Result<usize, BpfError> {
-        for ((jail, addr), n) in &replay.counts {
-            if let Some(j) = self.jails.iter_mut().find(|j| &j.jail.name == jail) {
-                j.ban_counts.insert(*addr, *n);
+        for (jail, addr, n) in replay.counts() {
+            if let Some(j) = self.jails.iter_mut().find(|j| j.jail.name == jail) {
+                j.ban_counts.insert(addr, n);
             }
         }
-        let mut restored = 0;
-        for record in replay.active(now) {
-            let Record::Ban {
-                addr, ports, until, ..
-            } = record
-            else {
-                continue;
-            };
-            let ports =
-                PortSet::parse(&ports.split(',').collect::<Vec<_>>()).unwrap_or(PortSet::All);
-            let mut value = ban_value(&ports, None);
-            if let Some(wall) = until_time(*until) {
-                value.expires_ns = wall_to_boot_ns(wall);
-                self.expiry.insert((wall, *addr));
+        // After a reboot the maps are empty: write everything in batches.
+        // Otherwise only what is missing (an entry present may carry newer
+        // drop counters).
+        let empty = self.table.is_empty()?;
+        let now_ns = boot_ns();
+        let now_unix = unix_secs(now);
+        // Ban values by ports string: a million bans share a handful.
+        let mut templates: HashMap<&str, BanValue> = HashMap::new();
+        let mut expiry = Vec::new();
+        let mut missing = Vec::new();
+        for (addr, entry) in replay.active(now) {
+            let (jail, ports, until) = (replay.jail(entry), replay.ports(entry), entry.until);
+            if let Some(j) = self.jails.iter_mut().find(|j| j.jail.name == jail) {
+                j.banned.insert(addr);
             }
-            let present = self
-                .table
-                .get(*addr)?
-                .is_some_and(|v| v.is_active(boot_ns()));
-            if !present {
-                self.table.insert(*addr, value)?;
-                restored += 1;
+            let mut value = *templates.entry(ports).or_insert_with(|| {
+                let set =
+                    PortSet::parse(&ports.split(',').collect::<Vec<_>>()).unwrap_or(PortSet::All);
+                ban_value(&set, None)
+            });
+            if let Some(until) = until {
+                // Wall-clock expiry to the boot clock, by arithmetic on one reading.
+                value.expires_ns = now_ns + until.saturating_sub(now_unix).max(1) * 1_000_000_000;
+                expiry.push((from_unix_secs(until), addr));
             }
+            if empty || !self.table.get(addr)?.is_some_and(|v| v.is_active(now_ns)) {
+                missing.push((addr, value));
+            }
+        }
+        // Bulk-built (sorted once) rather than a million single inserts.
+        expiry.extend(std::mem::take(&mut self.expiry));
+        self.expiry = expiry.into_iter().collect();
+        let restored = self.table.insert_many(&missing)?;
+        if restored < missing.len() {
+            warn!(
+                restored,
+                wanted = missing.len(),
+                "ban map full: not every ban could be restored"
+            );
         }
         Ok(restored)
     }

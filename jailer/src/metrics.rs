@@ -187,6 +187,13 @@ pub fn render(status: &Status, unbans: u64, latency: &Histogram) -> String {
             "jailer_packets_dropped_total{{family=\"ipv6\"}} {}",
             p.dropped_v6
         );
+        family(
+            &mut o,
+            "jailer_packets_would_drop_total",
+            "counter",
+            "Packets a ban matched in monitor mode (counted, not dropped).",
+        );
+        let _ = writeln!(o, "jailer_packets_would_drop_total {}", p.would_drop);
     }
     family(
         &mut o,
@@ -277,6 +284,7 @@ mod tests {
                 total_failed: Some(7),
                 currently_banned: 1,
                 total_banned: Some(1),
+                ban_errors: Some(0),
                 banned: vec![],
             }],
             packets: Some(PacketStats {
@@ -284,6 +292,7 @@ mod tests {
                 passed: 90,
                 dropped_v4: 9,
                 dropped_v6: 1,
+                would_drop: 0,
             }),
             bans_in_maps: 1,
             window_evictions: Some(0),

@@ -8,7 +8,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     fs::{self, File, OpenOptions},
-    io::{BufRead, BufReader, Write},
+    io::Write,
     net::IpAddr,
     path::{Path, PathBuf},
     time::{Duration, SystemTime},
@@ -19,10 +19,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use crate::{
-    clock::{from_unix_secs, unix_secs},
-    error::StateError,
-};
+use crate::{clock::unix_secs, error::StateError};
 
 const JOURNAL: &str = "bans.jsonl";
 const SNAPSHOT: &str = "snapshot.json";
@@ -80,25 +77,101 @@ mod net_text {
     }
 }
 
+/// One ban from the journal, with its jail and ports interned in the
+/// [`Replay`] (a million of these are restored after a reboot: no strings each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BanEntry {
+    jail: u32,
+    ports: u32,
+    /// Unix seconds; `None` is permanent.
+    pub until: Option<u64>,
+    /// Unix seconds when the ban was set.
+    pub at: u64,
+}
+
 /// The journal replayed.
 #[derive(Debug, Default)]
 pub struct Replay {
-    /// Bans not lifted, by address (the latest ban wins); may be expired.
-    pub bans: HashMap<IpNet, Record>,
-    /// Bans per (jail, address) within the history window.
-    pub counts: HashMap<(String, IpNet), u32>,
+    names: Vec<String>,
+    index: HashMap<String, u32>,
+    /// Bans not lifted, by target (the latest ban wins); may be expired.
+    pub bans: HashMap<IpNet, BanEntry>,
+    /// Bans per (jail, target) within the history window.
+    counts: HashMap<(u32, IpNet), u32>,
     /// The ban records behind `counts`, for compaction.
-    history: Vec<Record>,
+    history: Vec<(IpNet, BanEntry)>,
 }
 
 impl Replay {
-    /// Bans still in force at `now`.
-    pub fn active(&self, now: SystemTime) -> impl Iterator<Item = &Record> {
-        let now = unix_secs(now);
-        self.bans.values().filter(
-            move |r| matches!(r, Record::Ban { until, .. } if until.is_none_or(|u| u > now)),
-        )
+    fn intern(&mut self, text: &str) -> u32 {
+        if let Some(&i) = self.index.get(text) {
+            return i;
+        }
+        let i = self.names.len() as u32;
+        self.names.push(text.to_owned());
+        self.index.insert(text.to_owned(), i);
+        i
     }
+
+    /// The jail (or `manual`) that set a ban.
+    pub fn jail(&self, e: &BanEntry) -> &str {
+        &self.names[e.jail as usize]
+    }
+
+    /// A ban's ports as written (`110,995` or `all`).
+    pub fn ports(&self, e: &BanEntry) -> &str {
+        &self.names[e.ports as usize]
+    }
+
+    /// Bans still in force at `now`.
+    pub fn active(&self, now: SystemTime) -> impl Iterator<Item = (IpNet, &BanEntry)> {
+        let now = unix_secs(now);
+        self.bans
+            .iter()
+            .filter(move |(_, e)| e.until.is_none_or(|u| u > now))
+            .map(|(n, e)| (*n, e))
+    }
+
+    /// How often `jail` banned `target` within the history window.
+    pub fn count(&self, jail: &str, target: IpNet) -> u32 {
+        self.index
+            .get(jail)
+            .and_then(|&j| self.counts.get(&(j, target)))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// (jail, target, bans) for every counted pair.
+    pub fn counts(&self) -> impl Iterator<Item = (&str, IpNet, u32)> {
+        self.counts
+            .iter()
+            .map(|((j, n), c)| (self.names[*j as usize].as_str(), *n, *c))
+    }
+
+    fn record(&self, addr: IpNet, e: &BanEntry) -> Record {
+        Record::Ban {
+            addr,
+            jail: self.jail(e).to_owned(),
+            ports: self.ports(e).to_owned(),
+            until: e.until,
+            at: e.at,
+        }
+    }
+}
+
+/// A journal line as read: borrowed, so replaying a million bans does not
+/// allocate a million strings.
+#[derive(Deserialize)]
+struct RawRecord<'a> {
+    op: &'a str,
+    #[serde(borrow)]
+    addr: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    jail: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    ports: Option<std::borrow::Cow<'a, str>>,
+    until: Option<u64>,
+    at: u64,
 }
 
 /// The ban journal in `state_dir`.
@@ -139,69 +212,89 @@ impl Journal {
     /// crash, or an edit by hand) are reported with their line number and skipped.
     pub fn replay(&self, now: SystemTime) -> Result<Replay, StateError> {
         let mut out = Replay::default();
-        let file = match File::open(&self.path) {
-            Ok(f) => f,
+        let bytes = match fs::read(&self.path) {
+            Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
             Err(e) => return Err(io_err(&self.path)(e)),
         };
         let horizon = unix_secs(now).saturating_sub(HISTORY.as_secs());
-        for (i, line) in BufReader::new(file).lines().enumerate() {
-            let line = line.map_err(io_err(&self.path))?;
-            if line.trim().is_empty() {
+        for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+            if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let record: Record = match serde_json::from_str(&line) {
+            let bad = |why: &dyn std::fmt::Display| {
+                warn!(file = %self.path.display(), line = i + 1, error = %why, "unreadable ban journal line skipped");
+            };
+            let raw: RawRecord<'_> = match serde_json::from_slice(line) {
                 Ok(r) => r,
                 Err(e) => {
-                    warn!(file = %self.path.display(), line = i + 1, error = %e, "unreadable ban journal line skipped");
+                    bad(&e);
                     continue;
                 }
             };
-            match &record {
-                Record::Ban { addr, jail, at, .. } => {
-                    if *at >= horizon {
-                        *out.counts.entry((jail.clone(), *addr)).or_default() += 1;
-                        out.history.push(record.clone());
+            let addr = raw
+                .addr
+                .as_deref()
+                .map(|a| (a, crate::config::parse_net(a)));
+            match (raw.op, addr) {
+                ("ban", Some((_, Some(addr)))) => {
+                    let jail = out.intern(raw.jail.as_deref().unwrap_or("manual"));
+                    let ports = out.intern(raw.ports.as_deref().unwrap_or("all"));
+                    let entry = BanEntry {
+                        jail,
+                        ports,
+                        until: raw.until,
+                        at: raw.at,
+                    };
+                    if raw.at >= horizon {
+                        *out.counts.entry((jail, addr)).or_default() += 1;
+                        out.history.push((addr, entry));
                     }
-                    out.bans.insert(*addr, record);
+                    out.bans.insert(addr, entry);
                 }
-                Record::Unban { addr, .. } => {
-                    out.bans.remove(addr);
+                ("unban", Some((_, Some(addr)))) => {
+                    out.bans.remove(&addr);
                 }
-                Record::UnbanAll { .. } => out.bans.clear(),
+                ("unban_all", _) => out.bans.clear(),
+                (_, Some((text, None))) => bad(&format!("`{text}` is not an address or network")),
+                (op, _) => bad(&format!("unknown record `{op}`")),
             }
         }
         Ok(out)
     }
 
     /// Rewrites the journal with only what still matters: bans in force and
-    /// ban history within the window. Atomic (temp file + rename).
-    pub fn compact(&self, now: SystemTime) -> Result<(), StateError> {
+    /// ban history within the window. Atomic (temp file + rename). Returns
+    /// the replay it made, so the caller need not read the journal twice.
+    pub fn compact(&self, now: SystemTime) -> Result<Replay, StateError> {
         let _lock = self.lock()?;
         let replay = self.replay(now)?;
-        let active: Vec<Record> = replay.active(now).cloned().collect();
-        let mut keep: Vec<Record> = Vec::new();
+        let nows = unix_secs(now);
+        let in_force = |addr: &IpNet, e: &BanEntry| {
+            replay.bans.get(addr) == Some(e) && e.until.is_none_or(|u| u > nows)
+        };
+        let mut text = String::new();
+        let mut push = |r: &Record| {
+            text.push_str(&serde_json::to_string(r).expect("records always serialize"));
+            text.push('\n');
+        };
         // Past bans as ban+unban pairs (they count, they do not drop), then
         // the bans in force last so they win.
-        for record in &replay.history {
-            if let Record::Ban { addr, at, .. } = record
-                && !active.contains(record)
-            {
-                keep.push(record.clone());
-                keep.push(Record::Unban {
+        for (addr, e) in &replay.history {
+            if !in_force(addr, e) {
+                push(&replay.record(*addr, e));
+                push(&Record::Unban {
                     addr: *addr,
-                    at: *at,
+                    at: e.at,
                 });
             }
         }
-        keep.extend(active);
-        let tmp = self.path.with_extension("jsonl.tmp");
-        let mut text = String::new();
-        for r in &keep {
-            text.push_str(&serde_json::to_string(r).expect("records always serialize"));
-            text.push('\n');
+        for (addr, e) in replay.active(now) {
+            push(&replay.record(addr, e));
         }
-        write_atomic(&tmp, &self.path, text.as_bytes())
+        let tmp = self.path.with_extension("jsonl.tmp");
+        write_atomic(&tmp, &self.path, text.as_bytes())?;
+        Ok(replay)
     }
 }
 
@@ -256,14 +349,10 @@ impl Snapshot {
     }
 }
 
-/// Wall-clock expiry of a journal ban.
-pub fn until_time(until: Option<u64>) -> Option<SystemTime> {
-    until.map(from_unix_secs)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::from_unix_secs;
 
     fn ban(addr: &str, jail: &str, until: Option<u64>, at: u64) -> Record {
         Record::Ban {
@@ -304,18 +393,12 @@ mod tests {
         let r = j.replay(now).unwrap();
         let mut active: Vec<String> = r
             .active(now)
-            .map(|r| match r {
-                Record::Ban { addr, .. } => crate::bpf::show(addr),
-                _ => unreachable!(),
-            })
+            .map(|(addr, _)| crate::bpf::show(&addr))
             .collect();
         active.sort();
         assert_eq!(active, ["203.0.113.7", "203.0.113.8"]);
         assert_eq!(
-            r.counts[&(
-                "vpopmail".into(),
-                crate::config::parse_net("203.0.113.7").unwrap()
-            )],
+            r.count("vpopmail", crate::config::parse_net("203.0.113.7").unwrap()),
             2
         );
 
@@ -323,18 +406,12 @@ mod tests {
         let r2 = j.replay(now).unwrap();
         assert_eq!(r2.active(now).count(), 2);
         assert_eq!(
-            r2.counts[&(
-                "vpopmail".into(),
-                crate::config::parse_net("203.0.113.7").unwrap()
-            )],
+            r2.count("vpopmail", crate::config::parse_net("203.0.113.7").unwrap()),
             2,
             "history survives compaction"
         );
         assert_eq!(
-            r2.counts[&(
-                "vpopmail".into(),
-                crate::config::parse_net("203.0.113.9").unwrap()
-            )],
+            r2.count("vpopmail", crate::config::parse_net("203.0.113.9").unwrap()),
             1
         );
     }

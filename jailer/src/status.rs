@@ -16,7 +16,7 @@ use crate::{
     config::Config,
     duration::format_duration,
     error::Error,
-    state::{Journal, Record},
+    state::Journal,
 };
 
 /// Everything `status` reports.
@@ -51,6 +51,9 @@ pub struct PacketStats {
     pub passed: u64,
     pub dropped_v4: u64,
     pub dropped_v6: u64,
+    /// Matched a ban in monitor mode: counted, not dropped.
+    #[serde(default)]
+    pub would_drop: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,11 +83,20 @@ pub struct JailStatus {
 /// Packet counters from the pinned `STATS` map.
 pub fn packet_stats(bpffs: &Path) -> Option<PacketStats> {
     let s = bpf::read_stats(bpffs).ok()?;
+    let (seen, v4, v6, would) = (
+        s[stat::SEEN as usize],
+        s[stat::DROPPED_V4 as usize],
+        s[stat::DROPPED_V6 as usize],
+        s[stat::WOULD_DROP as usize],
+    );
     Some(PacketStats {
-        seen: s[stat::SEEN as usize],
-        passed: s[stat::PASSED as usize],
-        dropped_v4: s[stat::DROPPED_V4 as usize],
-        dropped_v6: s[stat::DROPPED_V6 as usize],
+        seen,
+        // Not counted per packet: everything not dropped passed. Per-CPU
+        // sums are read one after the other, so clamp a momentary skew.
+        passed: seen.saturating_sub(v4 + v6),
+        dropped_v4: v4,
+        dropped_v6: v6,
+        would_drop: would,
     })
 }
 
@@ -117,15 +129,9 @@ pub fn from_maps(config: &Config) -> Result<Status, Error> {
         .map(|j| {
             let mut banned: Vec<IpNet> = replay
                 .bans
-                .values()
-                .filter_map(|r| match r {
-                    Record::Ban { addr, jail, .. }
-                        if jail == &j.name && in_force.contains(addr) =>
-                    {
-                        Some(*addr)
-                    }
-                    _ => None,
-                })
+                .iter()
+                .filter(|(addr, e)| replay.jail(e) == j.name && in_force.contains(addr))
+                .map(|(addr, _)| *addr)
                 .collect();
             banned.sort();
             JailStatus {
@@ -192,12 +198,13 @@ pub fn render(status: &Status, only: Option<&str>) -> String {
     if let Some(p) = status.packets {
         let _ = writeln!(
             out,
-            "|- Packets:\tseen {}, passed {}, dropped {} (IPv4 {}, IPv6 {})",
+            "|- Packets:\tseen {}, passed {}, dropped {} (IPv4 {}, IPv6 {}), would-drop (monitor) {}",
             p.seen,
             p.passed,
             p.dropped_v4 + p.dropped_v6,
             p.dropped_v4,
-            p.dropped_v6
+            p.dropped_v6,
+            p.would_drop
         );
     }
     for log in &status.logs {
@@ -255,6 +262,7 @@ mod tests {
                 passed: 7,
                 dropped_v4: 2,
                 dropped_v6: 1,
+                would_drop: 0,
             }),
             logs: vec![LogStatus {
                 path: "/var/log/mail.log".into(),
@@ -267,6 +275,7 @@ mod tests {
                     total_failed: Some(4),
                     currently_banned: 1,
                     total_banned: Some(1),
+                    ban_errors: Some(0),
                     banned: vec!["203.0.113.7".into()],
                 },
                 JailStatus {

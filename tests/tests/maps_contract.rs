@@ -46,7 +46,7 @@ fn pinned_ban_map_dumps_with_field_names() {
     }
     write_ban(
         &mut table,
-        jailer_tests::host("203.0.113.7"),
+        host("203.0.113.7"),
         ban_value(
             &PortSet::Only(vec![110, 995]),
             Some(Duration::from_secs(3600)),

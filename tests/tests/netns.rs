@@ -261,7 +261,7 @@ fn one_program_and_one_set_of_maps_on_two_interfaces() {
     });
     assert_eq!(
         jailer::bpf::attached_interfaces(&bpffs.pins()),
-        [net.iface.clone()]
+        std::slice::from_ref(&net.iface)
     );
     assert!(
         can_connect(&net, "10.195.0.2", "10.195.0.1:110"),

@@ -330,7 +330,7 @@ impl Case {
         let covered = self.port == 110 || self.port == 995;
         let whole = self.cut.is_none_or(|c| c.max(14) >= full_len);
         let parsable = self.vlans.len() <= 2
-            && !(self.udp && !self.v6)
+            && (self.v6 || !self.udp) // UDP frames are only built for IPv4
             && (!self.v6
                 || (self.exts.len() <= 6
                     && self
