@@ -139,23 +139,32 @@ impl Follower {
     pub fn open(path: &Path, saved: Option<Position>) -> Self {
         let meta = fs::metadata(path).ok();
         let mut draining = None;
-        let current = match (meta, saved) {
+        let opened = match (meta, saved) {
             (Some(m), Some(p)) if m.dev() == p.dev && m.ino() == p.ino => {
-                OpenLog::open(path, p.offset).ok()
+                Some(OpenLog::open(path, p.offset))
             }
             (meta, Some(p)) => {
                 draining = find_rotated(path, p).and_then(|old| OpenLog::open(&old, p.offset).ok());
                 if draining.is_some() {
                     info!(log = %path.display(), "resuming in the rotated file first");
                 }
-                meta.and_then(|_| OpenLog::open(path, 0).ok())
+                meta.map(|_| OpenLog::open(path, 0))
             }
-            (Some(m), None) => OpenLog::open(path, m.len()).ok(),
+            (Some(m), None) => Some(OpenLog::open(path, m.len())),
             (None, None) => None,
         };
-        if current.is_none() {
-            warn!(log = %path.display(), "log file absent; following it once it appears");
-        }
+        let current = match opened {
+            Some(Ok(log)) => Some(log),
+            // Not a silent skip: say why, keep watching, read once it works.
+            Some(Err(e)) => {
+                warn!(log = %path.display(), error = %e, "cannot read log; following it once it can be opened");
+                None
+            }
+            None => {
+                warn!(log = %path.display(), "log file absent; following it once it appears");
+                None
+            }
+        };
         Self {
             path: path.to_owned(),
             current,

@@ -215,3 +215,63 @@ fn copytruncate_is_followed_without_double_counting() {
     append(&log, &failure("203.0.113.20"));
     wait_for("ban after copytruncate", || banned(&table, "203.0.113.20"));
 }
+
+#[test]
+fn injected_text_bans_nobody_but_the_real_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mail.log");
+    append(&log, "");
+    let table = MemBanTable::default();
+    let text = format!(
+        "[jails.vpopmail]\nfilter = \"vpopmail\"\nlogpath = \"{}\"\nmaxretry = 1\n",
+        log.display()
+    );
+    let mut config = Config::parse(&dir.path().join("jailer.toml"), &text).unwrap();
+    config.state_dir = dir.path().join("state");
+    let _agent = Agent::start(config, table.clone());
+
+    let real = "203.0.113.66";
+    let stamp = now_stamp();
+    let pre = format!("{stamp} www vpopmail[1]: vchkpw-pop3:");
+    let long = "A".repeat(64 * 1024);
+    let payloads = [
+        format!("{pre} vpopmail user not found x:198.51.100.1@example.com:{real}"),
+        format!("{pre} password fail (pass: 'a:198.51.100.2') bob@example.com:{real}"),
+        format!("{pre} password fail (pass: '') b@x:198.51.100.3') bob@example.com:{real}"),
+        format!(
+            "{pre} null password given x#012{stamp} www vpopmail[1]: vchkpw-pop3: password fail a@b:198.51.100.4:{real}"
+        ),
+        format!(
+            "{pre} invalid user/domain characters \u{1b}[2J\u{1b}[31m198.51.100.5\u{1b}[0m:{real}"
+        ),
+        format!("{pre} invalid user/domain characters a\u{0}198.51.100.6:{real}"),
+        format!(
+            "{pre} invalid user/domain characters {stamp} www vpopmail[1]: vchkpw-pop3: vpopmail user not found a@:198.51.100.7 :{real}"
+        ),
+        format!("{pre} password fail {long}@example.com:198.51.100.8"),
+        format!("{pre} invalid user/domain characters a:2001:db8::99:{real}"),
+        format!("{pre} login success 198.51.100.9@example.com:198.51.100.10"),
+    ];
+    for p in &payloads {
+        append(&log, p);
+        append(&log, "\n");
+    }
+    // Invalid UTF-8 around the address.
+    OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .unwrap()
+        .write_all(format!("{pre} null password given \u{0}\u{1}").as_bytes())
+        .and_then(|()| {
+            OpenOptions::new()
+                .append(true)
+                .open(&log)
+                .unwrap()
+                .write_all(b"\xff\xfe198.51.100.11:203.0.113.66\n")
+        })
+        .unwrap();
+    wait_for("the real source banned", || banned(&table, real));
+    thread::sleep(Duration::from_millis(300));
+    let bans: Vec<String> = table.bans().keys().map(jailer::bpf::show).collect();
+    assert_eq!(bans, [real], "only the real source may be banned");
+}
