@@ -69,6 +69,8 @@ struct Agent<T: BanTable> {
     started: Instant,
     latency: Histogram,
     evictions_reported: u64,
+    /// ifindex of each configured interface when last checked (`None`: absent).
+    ifindexes: HashMap<String, Option<u32>>,
 }
 
 /// Runs the agent until `shutdown` resolves.
@@ -141,7 +143,9 @@ pub async fn run_agent_with<T: BanTable + 'static>(
         started: Instant::now(),
         latency: Histogram::default(),
         evictions_reported: 0,
+        ifindexes: HashMap::new(),
     };
+    agent.note_interfaces();
     agent.follow_logs()?;
 
     let mut hangup = signal(SignalKind::hangup()).map_err(|source| Error::Read {
@@ -171,6 +175,7 @@ pub async fn run_agent_with<T: BanTable + 'static>(
                     dirty = false;
                 }
                 agent.report_evictions();
+                agent.check_interfaces();
             }
             Some((request, reply)) = calls.recv() => {
                 let response = agent.answer(request);
@@ -272,6 +277,59 @@ impl<T: BanTable> Agent<T> {
         self.snapshot.windows = self.engine.export_windows().into_iter().collect();
         if let Err(e) = self.snapshot.save(&self.config.state_dir) {
             warn!(error = %e, "saving log positions failed; a restart may re-read or skip lines");
+        }
+    }
+
+    fn note_interfaces(&mut self) {
+        self.ifindexes = self
+            .config
+            .interfaces
+            .iter()
+            .map(|i| (i.clone(), nix::net::if_::if_nametoindex(i.as_str()).ok()))
+            .collect();
+    }
+
+    /// An interface removed and added again is a new device: its old XDP
+    /// link died with it. Seen on the next tick, it gets the program again.
+    fn check_interfaces(&mut self) {
+        if !self.options.manage_xdp {
+            return;
+        }
+        let mut returned = false;
+        for iface in &self.config.interfaces {
+            let now = nix::net::if_::if_nametoindex(iface.as_str()).ok();
+            let before = self.ifindexes.get(iface).copied().flatten();
+            if now == before {
+                continue;
+            }
+            match now {
+                None => warn!(%iface, "interface gone; XDP is attached again when it returns"),
+                Some(_) => {
+                    info!(%iface, "interface (re)appeared; attaching XDP");
+                    returned = true;
+                }
+            }
+            self.ifindexes.insert(iface.clone(), now);
+        }
+        if returned {
+            let present: Vec<String> = self
+                .config
+                .interfaces
+                .iter()
+                .filter(|i| self.ifindexes.get(*i).copied().flatten().is_some())
+                .cloned()
+                .collect();
+            match bpf::attach(
+                &self.config.bpffs,
+                &present,
+                self.config.xdp_mode,
+                self.config.max_bans,
+            ) {
+                Ok(datapath) => self.options.attached = datapath.attached,
+                Err(e) => {
+                    warn!(error = %e, "re-attaching XDP failed; retrying when the interface changes again")
+                }
+            }
         }
     }
 
@@ -405,6 +463,7 @@ impl<T: BanTable> Agent<T> {
         self.save();
         self.engine.reconfigure(new.jails.clone());
         self.config = new;
+        self.note_interfaces();
         self.follow_logs()?;
         Ok(self.engine.jail_names())
     }

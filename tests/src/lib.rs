@@ -316,6 +316,9 @@ pub struct Pair {
     pub client: NetNs,
     /// The server-side interface (where XDP goes).
     pub iface: String,
+    /// The client-side end.
+    pub peer: String,
+    n: u8,
 }
 
 impl Pair {
@@ -324,6 +327,27 @@ impl Pair {
         let client = NetNs::new("c");
         let iface = unique("vs");
         let peer = unique("vc");
+        let pair = Self {
+            server,
+            client,
+            iface,
+            peer,
+            n,
+        };
+        pair.link();
+        pair
+    }
+
+    /// Deletes the veth pair and makes it again, same names and addresses
+    /// (an interface removed and re-added).
+    pub fn relink(&self) {
+        self.server.ip(&["link", "del", &self.iface]);
+        self.link();
+    }
+
+    fn link(&self) {
+        let (server, client, iface, peer, n) =
+            (&self.server, &self.client, &self.iface, &self.peer, self.n);
         server.ip(&[
             "link",
             "add",
@@ -357,12 +381,7 @@ impl Pair {
                 "nodad",
             ]);
         }
-        client.ip(&["link", "set", &peer, "up"]);
-        Self {
-            server,
-            client,
-            iface,
-        }
+        client.ip(&["link", "set", peer, "up"]);
     }
 }
 

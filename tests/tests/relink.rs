@@ -1,0 +1,121 @@
+//! An interface removed and added again while the agent runs: the old XDP
+//! link died with the device; the agent notices and attaches again, so the
+//! banned host is dropped again without a restart. Root.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    thread,
+    time::{Duration, Instant},
+};
+
+use jailer::{
+    admin::{ban_value, write_ban},
+    bpf::XdpBanTable,
+    config::Config,
+    control,
+    ports::PortSet,
+};
+use jailer_tests::{Pair, TempBpffs, connect_from, host, require_root, serve};
+use tokio::sync::oneshot;
+
+fn can_connect(net: &Pair, src: &str) -> bool {
+    let src: IpAddr = src.parse().unwrap();
+    let dst: SocketAddr = "10.192.0.1:110".parse().unwrap();
+    net.client
+        .run(move || connect_from(src, dst, Duration::from_millis(700)).is_ok())
+}
+
+#[test]
+fn interface_removed_and_readded_is_protected_again() {
+    require_root!("interface_removed_and_readded_is_protected_again");
+    let net = Pair::new(192);
+    net.server.run(|| serve("0.0.0.0:110".parse().unwrap()));
+    let bpffs = TempBpffs::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mail.log"), "").unwrap();
+    let path = dir.path().join("jailer.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "interface = \"{}\"\nxdp_mode = \"generic\"\nbpffs = \"{}\"\nstate_dir = \"{}\"\n\
+             [jails.vpopmail]\nfilter = \"vpopmail\"\nlogpath = \"{}\"\n",
+            net.iface,
+            bpffs.pins().display(),
+            dir.path().join("state").display(),
+            dir.path().join("mail.log").display()
+        ),
+    )
+    .unwrap();
+    let config = Config::load(&path).unwrap();
+    let state_dir = config.state_dir.clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let agent = {
+        let config = config.clone();
+        net.server.run(move || {
+            let datapath = jailer::bpf::attach(
+                &config.bpffs,
+                &config.interfaces,
+                config.xdp_mode,
+                config.max_bans,
+            )
+            .unwrap();
+            let options = jailer::AgentOptions {
+                config_path: Some(path),
+                manage_xdp: true,
+                attached: datapath.attached,
+            };
+            thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(jailer::run_agent_with(
+                    &config,
+                    datapath.bans,
+                    async {
+                        let _ = stopped.await;
+                    },
+                    options,
+                ))
+                .unwrap();
+            })
+        })
+    };
+    let start = Instant::now();
+    while !control::socket_path(&state_dir).exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "agent did not start"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let mut table = XdpBanTable::open_existing(&bpffs.pins()).unwrap();
+    write_ban(
+        &mut table,
+        host("10.192.0.2"),
+        ban_value(&PortSet::Only(vec![110]), None),
+    )
+    .unwrap();
+    assert!(!can_connect(&net, "10.192.0.2"), "banned before the relink");
+
+    // The listener on 0.0.0.0 survives; the new device has no XDP program.
+    net.relink();
+    let start = Instant::now();
+    while can_connect(&net, "10.192.0.2") {
+        assert!(
+            start.elapsed() < Duration::from_secs(8),
+            "XDP not re-attached to the new interface"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        can_connect(&net, "10.192.0.3"),
+        "other clients still served"
+    );
+    assert_eq!(
+        jailer::bpf::attached_interfaces(&bpffs.pins()),
+        std::slice::from_ref(&net.iface)
+    );
+    let _ = stop.send(());
+    agent.join().unwrap();
+}
