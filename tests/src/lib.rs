@@ -351,33 +351,33 @@ impl Pair {
         server.ip(&[
             "link",
             "add",
-            &iface,
+            iface,
             "type",
             "veth",
             "peer",
             "name",
-            &peer,
+            peer,
             "netns",
             &client.name,
         ]);
-        server.ip(&["addr", "add", &format!("10.{n}.0.1/24"), "dev", &iface]);
+        server.ip(&["addr", "add", &format!("10.{n}.0.1/24"), "dev", iface]);
         server.ip(&[
             "addr",
             "add",
             &format!("fd00:{n}::1/64"),
             "dev",
-            &iface,
+            iface,
             "nodad",
         ]);
-        server.ip(&["link", "set", &iface, "up"]);
+        server.ip(&["link", "set", iface, "up"]);
         for host in [2, 3] {
-            client.ip(&["addr", "add", &format!("10.{n}.0.{host}/24"), "dev", &peer]);
+            client.ip(&["addr", "add", &format!("10.{n}.0.{host}/24"), "dev", peer]);
             client.ip(&[
                 "addr",
                 "add",
                 &format!("fd00:{n}::{host}/64"),
                 "dev",
-                &peer,
+                peer,
                 "nodad",
             ]);
         }
