@@ -118,17 +118,22 @@ impl Default for Vpopmail {
 impl Vpopmail {
     pub fn new() -> Self {
         Self {
-            finder: memmem::Finder::new("vchkpw"),
+            finder: memmem::Finder::new(": vchkpw"),
         }
     }
 
     pub fn check(&self, line: &str) -> Verdict {
-        // The first `vchkpw` is vchkpw's own tag: the syslog header before it
-        // is not attacker-controlled, everything after the tag may be.
-        let Some(start) = self.finder.find(line.as_bytes()) else {
+        // vchkpw's tag opens the message of a syslog line whose program is
+        // vpopmail (or vchkpw). The header before it is not attacker-controlled;
+        // everything after may be, and so may the end of other daemons' lines
+        // ("sshd: Invalid user x: vchkpw-pop3: password fail a@b:VICTIM").
+        let Some(colon) = self.finder.find(line.as_bytes()) else {
             return Verdict::Miss;
         };
-        let message = line[start..].trim_end();
+        if !logged_by_vpopmail(&line[..colon]) {
+            return Verdict::Miss;
+        }
+        let message = line[colon + 2..].trim_end();
         let Some(body) = strip_tag(&message["vchkpw".len()..]) else {
             return Verdict::Miss;
         };
@@ -143,6 +148,23 @@ impl Vpopmail {
         }
         vchkpw_address(body, validated)
     }
+}
+
+/// Whether a syslog header (`... host vpopmail[123]`) names vpopmail or
+/// vchkpw as the program.
+fn logged_by_vpopmail(header: &str) -> bool {
+    let program = header.rsplit(' ').next().unwrap_or(header);
+    let name = program.split_once('[').map_or(program, |(name, pid)| {
+        if pid
+            .strip_suffix(']')
+            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        {
+            name
+        } else {
+            ""
+        }
+    });
+    name == "vpopmail" || name == "vchkpw"
 }
 
 /// `-pop3: rest` / `-2110: rest` / `: rest` (old vchkpw) -> `rest`.
@@ -314,7 +336,16 @@ impl RegexFilter {
                         path: path.to_owned(),
                         line,
                         key,
-                        source: Box::new(e),
+                        pattern: src.clone(),
+                        message: e
+                            .to_string()
+                            .lines()
+                            .rev()
+                            .find(|l| !l.trim().is_empty())
+                            .unwrap_or("invalid regex")
+                            .trim()
+                            .trim_start_matches("error: ")
+                            .to_owned(),
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()
@@ -566,6 +597,21 @@ mod tests {
                 "{body}"
             );
         }
+        // Another daemon's line ending in attacker text shaped like vchkpw's.
+        for line in [
+            "Sep 28 13:01:03 www sshd[9]: Invalid user x: vchkpw-pop3: password fail a@b:198.51.100.9",
+            "Sep 28 13:01:03 www postfix/smtpd[9]: NOQUEUE: reject: vchkpw-pop3: password fail a@b:198.51.100.9",
+            "Sep 28 13:01:03 www evilvpopmail[9]: vchkpw-pop3: password fail a@b:198.51.100.9",
+            "Sep 28 13:01:03 www vpopmail[9x]: vchkpw-pop3: password fail a@b:198.51.100.9",
+        ] {
+            assert_eq!(vp(line), Verdict::Miss, "{line}");
+        }
+        assert_eq!(
+            vp(
+                "2025-09-15T09:10:01.262668+02:00 www vchkpw[7]: vchkpw-imap: password fail a@b:203.0.113.7"
+            ),
+            fail("203.0.113.7")
+        );
         // A failure phrase inside a non-failure message does not count.
         assert_eq!(
             vp(&format!(

@@ -55,14 +55,15 @@ pub enum FilterError {
         line: usize,
         message: String,
     },
-    /// A failregex/ignoreregex that does not compile.
-    #[error("{}:{line}: {key}: {source}", path.display())]
+    /// A failregex/ignoreregex that does not compile; `message` is the
+    /// regex error's own last line (its full form spans several lines).
+    #[error("{}:{line}: {key}: `{pattern}`: {message}", path.display())]
     Regex {
         path: PathBuf,
         line: usize,
         key: &'static str,
-        #[source]
-        source: Box<regex::Error>,
+        pattern: String,
+        message: String,
     },
 }
 

@@ -158,3 +158,32 @@ proptest! {
         let _ = RegexFilter::parse(Path::new("f.conf"), &text);
     }
 }
+
+/// The seed corpus (`corpus/vpopmail-lines.txt`): hand-made injection and
+/// edge cases with the verdict each must get.
+#[test]
+fn seed_corpus_verdicts() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/vpopmail-lines.txt"),
+    )
+    .unwrap();
+    let mut n = 0;
+    for (i, row) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.starts_with('#'))
+    {
+        let (want, line) = row
+            .split_once('\t')
+            .unwrap_or_else(|| panic!("line {}: no tab", i + 1));
+        let line = line.replace("\\x1b", "\u{1b}").replace("\\x00", "\u{0}");
+        let got = match VPOPMAIL.check(&line) {
+            Verdict::Failure(ip) => ip.to_string(),
+            Verdict::Ignored => "ignored".into(),
+            Verdict::Miss => "none".into(),
+        };
+        assert_eq!(got, want, "corpus line {}: {line:?}", i + 1);
+        n += 1;
+    }
+    assert!(n >= 25, "{n} corpus cases");
+}
