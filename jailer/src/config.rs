@@ -396,7 +396,7 @@ impl Config {
                 path: path.to_owned(),
                 line: line_col(text, raw_jail.filter.span().start).0,
                 jail: name.clone(),
-                source,
+                source: Box::new(source),
             })?;
             jails.push(Jail {
                 name,

@@ -28,7 +28,7 @@ pub enum ConfigError {
         line: usize,
         jail: String,
         #[source]
-        source: FilterError,
+        source: Box<FilterError>,
     },
     /// `run` without an interface to attach to.
     #[error("{}: no `interface` set: name the NIC(s) to protect, e.g. interface = \"eth0\"", path.display())]
@@ -152,7 +152,7 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Filter(#[from] FilterError),
+    Filter(#[from] Box<FilterError>),
     #[error(transparent)]
     Bpf(#[from] BpfError),
     #[error(transparent)]

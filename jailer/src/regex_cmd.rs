@@ -62,7 +62,7 @@ pub fn scan<R: BufRead>(
 }
 
 pub fn run(args: &RegexArgs) -> Result<(), Error> {
-    let filter = Filter::load(&args.filter, Path::new("."))?;
+    let filter = Filter::load(&args.filter, Path::new(".")).map_err(Box::new)?;
     let path = Path::new(&args.log);
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
