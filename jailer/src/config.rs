@@ -86,6 +86,9 @@ pub struct Jail {
     /// IPv6 attackers are counted and banned per prefix of this length (one
     /// host owns a whole /64); 128 is per address.
     pub ban_prefix_v6: u8,
+    /// Failing addresses tracked at most; past it stale windows, then the
+    /// oldest, are evicted (and counted).
+    pub max_tracked: usize,
     /// Repeat offenders get `bantime * factor * 2^(previous bans)`.
     pub bantime_increment: bool,
     pub bantime_factor: f64,
@@ -155,6 +158,8 @@ struct RawJail {
     ignoreip: Vec<IpNet>,
     #[serde(default = "default_prefix_v6", deserialize_with = "ban_prefix_v6")]
     ban_prefix_v6: u8,
+    #[serde(default = "default_max_tracked", deserialize_with = "max_tracked")]
+    max_tracked: usize,
     #[serde(default)]
     bantime_increment: bool,
     #[serde(default = "default_factor", deserialize_with = "factor")]
@@ -187,6 +192,22 @@ fn default_max_bans() -> u32 {
 }
 fn default_prefix_v6() -> u8 {
     128
+}
+fn default_max_tracked() -> usize {
+    crate::window::DEFAULT_MAX_TRACKED
+}
+
+fn max_tracked<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let n = i64::deserialize(d)
+        .map_err(|_| de::Error::custom("max_tracked: expected a whole number"))?;
+    usize::try_from(n)
+        .ok()
+        .filter(|&n| (16..=100_000_000).contains(&n))
+        .ok_or_else(|| {
+            de::Error::custom(format!(
+                "max_tracked: {n} is out of range (16 to 100000000)"
+            ))
+        })
 }
 
 fn max_bans<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
@@ -408,6 +429,7 @@ impl Config {
                 bantime: raw_jail.bantime,
                 ignoreip: raw_jail.ignoreip,
                 ban_prefix_v6: raw_jail.ban_prefix_v6,
+                max_tracked: raw_jail.max_tracked,
                 bantime_increment: raw_jail.bantime_increment,
                 bantime_factor: raw_jail.bantime_factor,
                 bantime_max: raw_jail.bantime_max,

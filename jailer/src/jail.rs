@@ -22,7 +22,7 @@ use crate::{
     ports::PortSet,
     state::{Journal, Record, Replay},
     timestamp::parse_timestamp,
-    window::{DEFAULT_MAX_TRACKED, FailureWindow},
+    window::FailureWindow,
 };
 
 /// A jail's failure windows: (address, failure times in ms since the epoch).
@@ -52,7 +52,7 @@ struct JailState {
 impl JailState {
     fn new(jail: Jail) -> Self {
         Self {
-            window: FailureWindow::new(jail.maxretry, jail.findtime, DEFAULT_MAX_TRACKED),
+            window: FailureWindow::new(jail.maxretry, jail.findtime, jail.max_tracked),
             jail,
             ban_counts: HashMap::new(),
             banned: HashSet::new(),
@@ -106,10 +106,12 @@ impl<T: BanTable> Engine<T> {
         for jail in jails {
             let state = match old.remove(&jail.name) {
                 Some(mut state) => {
-                    if state.jail.maxretry != jail.maxretry || state.jail.findtime != jail.findtime
+                    if state.jail.maxretry != jail.maxretry
+                        || state.jail.findtime != jail.findtime
+                        || state.jail.max_tracked != jail.max_tracked
                     {
                         let mut window =
-                            FailureWindow::new(jail.maxretry, jail.findtime, DEFAULT_MAX_TRACKED);
+                            FailureWindow::new(jail.maxretry, jail.findtime, jail.max_tracked);
                         window.import(state.window.export());
                         state.window = window;
                     }
@@ -453,6 +455,7 @@ mod tests {
             bantime: Some(Duration::from_secs(3600)),
             ignoreip: vec!["192.0.2.0/24".parse().unwrap()],
             ban_prefix_v6: 128,
+            max_tracked: 1000,
             bantime_increment: true,
             bantime_factor: 1.0,
             bantime_max: Some(Duration::from_secs(4 * 3600)),
@@ -582,5 +585,25 @@ mod tests {
             e.handle_line(&[0], &line("203.0.113.7"), now);
         }
         assert!(e.table().bans().contains_key(&net("203.0.113.7")));
+    }
+
+    #[test]
+    fn a_botnet_cannot_grow_memory_and_evictions_are_reported() {
+        let mut j = jail(3, &["pop3"]);
+        j.max_tracked = 5_000;
+        let mut e = Engine::new(vec![j], MemBanTable::default(), None);
+        let now = SystemTime::now();
+        for i in 0..60_000u32 {
+            let ip = std::net::Ipv4Addr::from(0x0a00_0000 | i);
+            e.handle_line(&[0], &line(&ip.to_string()), now);
+        }
+        let (_, stats, tracked) = &e.stats()[0];
+        assert!(*tracked <= 5_000, "tracked {tracked}");
+        assert!(e.evictions() >= 55_000, "evictions {}", e.evictions());
+        assert_eq!(stats.total_failed, 60_000);
+        assert!(
+            e.table().bans().is_empty(),
+            "one failure each: nobody banned"
+        );
     }
 }

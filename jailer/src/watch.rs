@@ -477,4 +477,17 @@ mod tests {
             fs::metadata(&log).unwrap().len()
         );
     }
+
+    #[test]
+    fn an_unreadable_log_is_an_error_not_a_silent_skip() {
+        // Root reads any file, so stand in a directory for an unreadable log:
+        // it opens, and every read fails.
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("mail.log");
+        fs::create_dir(&log).unwrap();
+        let mut f = Follower::open(&log, None);
+        let mut v = Vec::new();
+        let err = f.poll(&mut v).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EISDIR), "{err}");
+    }
 }
