@@ -1,6 +1,6 @@
 //! `kill -9` in the middle of a stream, then a restart: every failure line is
 //! counted exactly once (none lost, none counted twice) and no address is
-//! banned twice. Root: the agent attaches XDP in a namespace this test makes.
+//! banned twice; while the agent is down, bans hold and expired ones lapse. Root: the agent attaches XDP in a namespace this test makes.
 
 use std::{
     fs::{self, OpenOptions},
@@ -11,11 +11,15 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::net::{IpAddr, SocketAddr};
+
 use jailer::{
+    admin::ban_value,
     bpf::{BanTable, XdpBanTable},
     control::{self, Request, Response},
+    ports::PortSet,
 };
-use jailer_tests::{Pair, TempBpffs, host, require_root};
+use jailer_tests::{Pair, TempBpffs, connect_from, host, require_root, serve};
 
 const BIN: &str = env!("CARGO_BIN_EXE_jailer-under-test");
 
@@ -129,7 +133,50 @@ fn kill_9_mid_stream_counts_every_line_once() {
         fail(&log, ip);
         fail(&log, ip);
     }
+    // Bans set before the crash: one permanent, one lapsing in 2 s.
+    {
+        let mut table = XdpBanTable::open_existing(&bpffs.pins()).unwrap();
+        table
+            .insert(
+                host("10.193.0.2"),
+                ban_value(&PortSet::Only(vec![110]), None),
+            )
+            .unwrap();
+        table
+            .insert(
+                host("10.193.0.3"),
+                ban_value(&PortSet::Only(vec![110]), Some(Duration::from_secs(2))),
+            )
+            .unwrap();
+    }
     agent.kill9();
+
+    // Down: the pinned link keeps dropping; the short ban lapses in the kernel.
+    net.server.run(|| serve("0.0.0.0:110".parse().unwrap()));
+    let dst: SocketAddr = "10.193.0.1:110".parse().unwrap();
+    let reach = |src: &'static str| {
+        net.client.run(move || {
+            connect_from(
+                src.parse::<IpAddr>().unwrap(),
+                dst,
+                Duration::from_millis(700),
+            )
+            .is_ok()
+        })
+    };
+    assert!(
+        !reach("10.193.0.2"),
+        "banned host dropped while the agent is down"
+    );
+    let start = Instant::now();
+    while !reach("10.193.0.3") {
+        assert!(
+            start.elapsed() < Duration::from_secs(8),
+            "expired ban did not lapse with the agent down"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!reach("10.193.0.2"), "the permanent ban still holds");
 
     let agent = AgentProcess::start(&net.server.name, &config, &state);
     for ip in a.iter().chain(&b) {
