@@ -47,7 +47,14 @@ struct OpenLog {
     partial: Vec<u8>,
     skipping: bool,
     last_data: Instant,
+    /// The last bytes read (up to `FINGERPRINT`) and where they end: after a
+    /// copytruncate they find the copy, which holds what we had not read yet.
+    recent: Vec<u8>,
+    read_pos: u64,
 }
+
+/// Bytes compared to recognise the copy made by copytruncate.
+const FINGERPRINT: usize = 64;
 
 impl OpenLog {
     fn open(path: &Path, offset: u64) -> io::Result<Self> {
@@ -63,6 +70,8 @@ impl OpenLog {
             partial: Vec::new(),
             skipping: false,
             last_data: Instant::now(),
+            recent: Vec::new(),
+            read_pos: offset,
         })
     }
 
@@ -76,6 +85,11 @@ impl OpenLog {
                 return Ok(overlong);
             }
             self.last_data = Instant::now();
+            self.read_pos += n as u64;
+            let keep = FINGERPRINT.min(n);
+            let drop_old = (self.recent.len() + keep).saturating_sub(FINGERPRINT);
+            self.recent.drain(..drop_old);
+            self.recent.extend_from_slice(&buf[n - keep..n]);
             let mut chunk = &buf[..n];
             while let Some(nl) = memchr::memchr(b'\n', chunk) {
                 let piece = &chunk[..nl];
@@ -202,9 +216,21 @@ impl Follower {
                 self.current = Some(OpenLog::open(&self.path, 0)?);
             }
             (Some(cur), Some(m)) if m.len() < cur.offset => {
-                info!(log = %self.path.display(), "log truncated (copytruncate); reading from the start");
+                // copytruncate: what was written after our last read and before
+                // the copy is only in the copy; read it there, then start over.
+                match find_copy(&self.path, cur) {
+                    Some(copy) => {
+                        info!(log = %self.path.display(), copy = %copy.display(), "log truncated (copytruncate); reading the rest from the copy, then from the start");
+                        overlong += OpenLog::open(&copy, cur.offset)?.finish(out)?;
+                    }
+                    None => {
+                        info!(log = %self.path.display(), "log truncated (copytruncate); reading from the start")
+                    }
+                }
                 cur.file.seek(SeekFrom::Start(0))?;
                 cur.offset = 0;
+                cur.read_pos = 0;
+                cur.recent.clear();
                 cur.partial.clear();
                 cur.skipping = false;
             }
@@ -239,6 +265,38 @@ fn find_rotated(path: &Path, saved: Position) -> Option<PathBuf> {
         .find_map(|e| {
             let m = e.metadata().ok()?;
             (m.dev() == saved.dev && m.ino() == saved.ino).then(|| e.path())
+        })
+}
+
+/// The copy copytruncate made of `cur`: a sibling named like the log whose
+/// bytes just before our read position are the ones we read last.
+fn find_copy(path: &Path, cur: &OpenLog) -> Option<PathBuf> {
+    use std::os::unix::fs::FileExt;
+    if cur.recent.is_empty() {
+        return None;
+    }
+    let dir = path.parent()?;
+    let name = path.file_name()?.to_string_lossy().into_owned();
+    let at = cur.read_pos.checked_sub(cur.recent.len() as u64)?;
+    fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .find_map(|e| {
+            let candidate = e.path();
+            let file_name = e.file_name().to_string_lossy().into_owned();
+            if candidate == path || !file_name.starts_with(&name) {
+                return None;
+            }
+            let m = e.metadata().ok()?;
+            if !m.is_file() || m.ino() == cur.ino || m.len() < cur.read_pos {
+                return None;
+            }
+            let mut bytes = vec![0u8; cur.recent.len()];
+            File::open(&candidate)
+                .ok()?
+                .read_exact_at(&mut bytes, at)
+                .ok()?;
+            (bytes == cur.recent).then_some(candidate)
         })
 }
 
@@ -348,7 +406,7 @@ pub async fn follow(mut follower: Follower, wake: Arc<Notify>, tx: mpsc::Sender<
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
+    use std::{fs::OpenOptions, io::Write};
 
     use super::*;
 
@@ -489,5 +547,25 @@ mod tests {
         let mut v = Vec::new();
         let err = f.poll(&mut v).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EISDIR), "{err}");
+    }
+
+    #[test]
+    fn copytruncate_lines_not_read_before_the_copy_come_from_the_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("mail.log");
+        append(&log, "");
+        let mut f = Follower::open(&log, None);
+        append(&log, "line one\nline two\n");
+        assert_eq!(poll(&mut f), ["line one", "line two"]);
+        append(&log, "line three\nline fo"); // not read before the rotation
+        fs::copy(&log, dir.path().join("mail.log.1")).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&log)
+            .unwrap();
+        append(&log, "line five\n");
+        assert_eq!(poll(&mut f), ["line three", "line fo", "line five"]);
+        assert!(poll(&mut f).is_empty());
     }
 }

@@ -275,3 +275,139 @@ fn injected_text_bans_nobody_but_the_real_source() {
     let bans: Vec<String> = table.bans().keys().map(jailer::bpf::show).collect();
     assert_eq!(bans, [real], "only the real source may be banned");
 }
+
+/// A writer at 50,000 lines/s for 6 s rotating every second, in turn by
+/// rename+create, copytruncate, and delete+recreate (older rotations shifted
+/// to `.2` as logrotate does). Attackers fail exactly maxretry times, decoys
+/// one time less: the bans must be exactly the attackers (a lost line misses
+/// one, a line counted twice bans a decoy).
+#[test]
+fn rotation_under_load_bans_exactly_the_attackers() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mail.log");
+    append(&log, "");
+    let table = MemBanTable::default();
+    let text = format!(
+        "[jails.vpopmail]\nfilter = \"vpopmail\"\nlogpath = \"{}\"\nmaxretry = 3\nfindtime = \"1h\"\n",
+        log.display()
+    );
+    let mut config = Config::parse(&dir.path().join("jailer.toml"), &text).unwrap();
+    config.state_dir = dir.path().join("state");
+    let _agent = Agent::start(config, table.clone());
+
+    // Schedule: each attacker 3 failures, each decoy 2, spread over the run.
+    let attackers: Vec<String> = (0..600)
+        .map(|i| format!("10.{}.{}.1", 100 + i / 250, i % 250))
+        .collect();
+    let decoys: Vec<String> = (0..600)
+        .map(|i| format!("10.{}.{}.2", 100 + i / 250, i % 250))
+        .collect();
+    let mut failures: Vec<&str> = Vec::new();
+    for _ in 0..3 {
+        failures.extend(attackers.iter().map(String::as_str));
+    }
+    for _ in 0..2 {
+        failures.extend(decoys.iter().map(String::as_str));
+    }
+    // Deterministic shuffle.
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for i in (1..failures.len()).rev() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        failures.swap(i, (seed % (i as u64 + 1)) as usize);
+    }
+
+    let rotated = |n: u32| dir.path().join(format!("mail.log.{n}"));
+    let shift = || {
+        let _ = fs::remove_file(rotated(2));
+        if rotated(1).exists() {
+            fs::rename(rotated(1), rotated(2)).unwrap();
+        }
+    };
+    let open = || {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap()
+    };
+    let mut file = open();
+    let slices = 600; // 10 ms each
+    let per_slice = 500;
+    let mut next = 0;
+    let start = std::time::Instant::now();
+    for slice in 0..slices {
+        let stamp = now_stamp();
+        let mut buf = String::with_capacity(per_slice * 100);
+        for j in 0..per_slice {
+            // Spread the failures evenly over the slices.
+            if next < failures.len() && (slice * per_slice + j) % 100 == 0 {
+                buf.push_str(&format!(
+                    "{stamp} www vpopmail[1]: vchkpw-pop3: password fail bob@example.com:{}\n",
+                    failures[next]
+                ));
+                next += 1;
+            } else {
+                buf.push_str(&format!(
+                    "{stamp} www postfix/smtpd[2]: connect from unknown[192.0.2.{}]\n",
+                    j % 250
+                ));
+            }
+        }
+        file.write_all(buf.as_bytes()).unwrap();
+        if slice % 100 == 99 {
+            match (slice / 100) % 3 {
+                0 => {
+                    // rename + create; syslog writes once more to the old file first
+                    shift();
+                    fs::rename(&log, rotated(1)).unwrap();
+                    file.write_all(format!("{stamp} www postfix/smtpd[2]: late line\n").as_bytes())
+                        .unwrap();
+                    file = open();
+                }
+                1 => {
+                    // copytruncate (copy and truncate back to back)
+                    shift();
+                    fs::copy(&log, rotated(1)).unwrap();
+                    OpenOptions::new()
+                        .write(true)
+                        .open(&log)
+                        .unwrap()
+                        .set_len(0)
+                        .unwrap();
+                }
+                _ => {
+                    // deleted and recreated
+                    fs::remove_file(&log).unwrap();
+                    file.write_all(format!("{stamp} www postfix/smtpd[2]: late line\n").as_bytes())
+                        .unwrap();
+                    file = open();
+                }
+            }
+        }
+        let due = start + Duration::from_millis(10 * (slice as u64 + 1));
+        if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
+            thread::sleep(wait);
+        }
+    }
+    assert_eq!(next, failures.len(), "every scheduled failure was written");
+    let expected: std::collections::BTreeSet<String> = attackers.iter().cloned().collect();
+    let banned = || -> std::collections::BTreeSet<String> {
+        table.bans().keys().map(jailer::bpf::show).collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while banned().len() < expected.len() && std::time::Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    thread::sleep(Duration::from_millis(500));
+    let got = banned();
+    let missed: Vec<&String> = expected.difference(&got).collect();
+    let extra: Vec<&String> = got.difference(&expected).collect();
+    assert!(
+        missed.is_empty() && extra.is_empty(),
+        "missed {} (lost lines): {missed:?}\nextra {} (counted twice): {extra:?}",
+        missed.len(),
+        extra.len()
+    );
+}
