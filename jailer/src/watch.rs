@@ -411,7 +411,7 @@ mod tests {
     use super::*;
 
     fn append(path: &Path, text: &str) {
-        fs::OpenOptions::new()
+        OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
@@ -517,7 +517,7 @@ mod tests {
         let mut f = Follower::open(&log, None);
         let long = "x".repeat(MAX_LINE * 3);
         append(&log, &format!("a\n{long}\nb\n"));
-        fs::OpenOptions::new()
+        OpenOptions::new()
             .append(true)
             .open(&log)
             .unwrap()
