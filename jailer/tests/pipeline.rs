@@ -336,7 +336,7 @@ fn rotation_under_load_bans_exactly_the_attackers() {
     let slices = 600; // 10 ms each
     let per_slice = 500;
     let mut next = 0;
-    let start = std::time::Instant::now();
+    let start = Instant::now();
     for slice in 0..slices {
         let stamp = now_stamp();
         let mut buf = String::with_capacity(per_slice * 100);
@@ -387,7 +387,7 @@ fn rotation_under_load_bans_exactly_the_attackers() {
             }
         }
         let due = start + Duration::from_millis(10 * (slice as u64 + 1));
-        if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
             thread::sleep(wait);
         }
     }
@@ -396,8 +396,8 @@ fn rotation_under_load_bans_exactly_the_attackers() {
     let banned = || -> std::collections::BTreeSet<String> {
         table.bans().keys().map(jailer::bpf::show).collect()
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while banned().len() < expected.len() && std::time::Instant::now() < deadline {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while banned().len() < expected.len() && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(50));
     }
     thread::sleep(Duration::from_millis(500));
