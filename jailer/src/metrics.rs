@@ -13,7 +13,7 @@ use tokio::{
 
 use crate::{
     control::{Call, Request, Response},
-    status::Status,
+    status::{JailStatus, Status},
 };
 
 /// Upper bounds (seconds) of the ban latency buckets.
@@ -46,122 +46,115 @@ fn esc(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Writes one metric family: HELP, TYPE, then one sample per (labels, value).
+fn family<'a>(
+    o: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (Option<(&'a str, &'a str)>, u64)>,
+) {
+    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (label, value) in samples {
+        match label {
+            Some((key, v)) => {
+                let _ = writeln!(o, "{name}{{{key}=\"{}\"}} {value}", esc(v));
+            }
+            None => {
+                let _ = writeln!(o, "{name} {value}");
+            }
+        }
+    }
+}
+
 /// The exposition text.
 pub fn render(status: &Status, unbans: u64, latency: &Histogram) -> String {
     let mut o = String::new();
-    let family = |o: &mut String, name: &str, kind: &str, help: &str| {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    };
+    let per_jail =
+        |o: &mut String, name: &str, kind: &str, help: &str, value: fn(&JailStatus) -> u64| {
+            family(
+                o,
+                name,
+                kind,
+                help,
+                status
+                    .jails
+                    .iter()
+                    .map(|j| (Some(("jail", j.name.as_str())), value(j))),
+            );
+        };
     family(
         &mut o,
         "jailer_up_seconds",
         "gauge",
         "Seconds since the agent started.",
+        [(None, status.uptime_secs.unwrap_or(0))],
     );
-    let _ = writeln!(o, "jailer_up_seconds {}", status.uptime_secs.unwrap_or(0));
     family(
         &mut o,
         "jailer_lines_read_total",
         "counter",
         "Log lines read, per log file.",
+        status
+            .logs
+            .iter()
+            .map(|l| (Some(("log", l.path.as_str())), l.lines)),
     );
-    for l in &status.logs {
-        let _ = writeln!(
-            o,
-            "jailer_lines_read_total{{log=\"{}\"}} {}",
-            esc(&l.path),
-            l.lines
-        );
-    }
-    family(
+    per_jail(
         &mut o,
         "jailer_failures_total",
         "counter",
         "Failures matched, per jail.",
+        |j| j.total_failed.unwrap_or(0),
     );
-    for j in &status.jails {
-        let _ = writeln!(
-            o,
-            "jailer_failures_total{{jail=\"{}\"}} {}",
-            esc(&j.name),
-            j.total_failed.unwrap_or(0)
-        );
-    }
-    family(
+    per_jail(
         &mut o,
         "jailer_failing_addresses",
         "gauge",
         "Addresses with failures in their findtime window, per jail.",
+        |j| j.currently_failed.unwrap_or(0),
     );
-    for j in &status.jails {
-        let _ = writeln!(
-            o,
-            "jailer_failing_addresses{{jail=\"{}\"}} {}",
-            esc(&j.name),
-            j.currently_failed.unwrap_or(0)
-        );
-    }
-    family(
+    per_jail(
         &mut o,
         "jailer_bans_total",
         "counter",
         "Bans set, per jail.",
+        |j| j.total_banned.unwrap_or(0),
     );
-    for j in &status.jails {
-        let _ = writeln!(
-            o,
-            "jailer_bans_total{{jail=\"{}\"}} {}",
-            esc(&j.name),
-            j.total_banned.unwrap_or(0)
-        );
-    }
-    family(
+    per_jail(
         &mut o,
         "jailer_ban_errors_total",
         "counter",
         "Bans that could not be written (ban map full), per jail.",
+        |j| j.ban_errors.unwrap_or(0),
     );
-    for j in &status.jails {
-        let _ = writeln!(
-            o,
-            "jailer_ban_errors_total{{jail=\"{}\"}} {}",
-            esc(&j.name),
-            j.ban_errors.unwrap_or(0)
-        );
-    }
-    family(&mut o, "jailer_banned", "gauge", "Bans in force, per jail.");
-    for j in &status.jails {
-        let _ = writeln!(
-            o,
-            "jailer_banned{{jail=\"{}\"}} {}",
-            esc(&j.name),
-            j.currently_banned
-        );
-    }
+    per_jail(
+        &mut o,
+        "jailer_banned",
+        "gauge",
+        "Bans in force, per jail.",
+        |j| j.currently_banned,
+    );
     family(
         &mut o,
         "jailer_bans_in_maps",
         "gauge",
         "Bans in force in the kernel maps (all jails and manual bans).",
+        [(None, status.bans_in_maps as u64)],
     );
-    let _ = writeln!(o, "jailer_bans_in_maps {}", status.bans_in_maps);
     family(
         &mut o,
         "jailer_unbans_total",
         "counter",
         "Bans lifted when their bantime ran out.",
+        [(None, unbans)],
     );
-    let _ = writeln!(o, "jailer_unbans_total {unbans}");
     family(
         &mut o,
         "jailer_window_evictions_total",
         "counter",
         "Failure windows evicted to bound memory.",
-    );
-    let _ = writeln!(
-        o,
-        "jailer_window_evictions_total {}",
-        status.window_evictions.unwrap_or(0)
+        [(None, status.window_evictions.unwrap_or(0))],
     );
     if let Some(p) = status.packets {
         family(
@@ -169,37 +162,29 @@ pub fn render(status: &Status, unbans: u64, latency: &Histogram) -> String {
             "jailer_packets_total",
             "counter",
             "Packets the XDP program ran on.",
+            [(None, p.seen)],
         );
-        let _ = writeln!(o, "jailer_packets_total {}", p.seen);
         family(
             &mut o,
             "jailer_packets_dropped_total",
             "counter",
             "Packets dropped by a ban, per address family.",
-        );
-        let _ = writeln!(
-            o,
-            "jailer_packets_dropped_total{{family=\"ipv4\"}} {}",
-            p.dropped_v4
-        );
-        let _ = writeln!(
-            o,
-            "jailer_packets_dropped_total{{family=\"ipv6\"}} {}",
-            p.dropped_v6
+            [
+                (Some(("family", "ipv4")), p.dropped_v4),
+                (Some(("family", "ipv6")), p.dropped_v6),
+            ],
         );
         family(
             &mut o,
             "jailer_packets_would_drop_total",
             "counter",
             "Packets a ban matched in monitor mode (counted, not dropped).",
+            [(None, p.would_drop)],
         );
-        let _ = writeln!(o, "jailer_packets_would_drop_total {}", p.would_drop);
     }
-    family(
-        &mut o,
-        "jailer_ban_latency_seconds",
-        "histogram",
-        "From the time written in the failure line to the ban map write.",
+    let _ = writeln!(
+        o,
+        "# HELP jailer_ban_latency_seconds From the time written in the failure line to the ban map write.\n# TYPE jailer_ban_latency_seconds histogram"
     );
     for (bound, n) in BUCKETS.iter().zip(latency.counts) {
         let _ = writeln!(o, "jailer_ban_latency_seconds_bucket{{le=\"{bound}\"}} {n}");

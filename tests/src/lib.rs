@@ -447,3 +447,91 @@ pub fn tcp6_ext(src: [u8; 16], dport: u16, exts: &[Ext]) -> Vec<u8> {
     f[14 + 4..14 + 6].copy_from_slice(&payload.to_be_bytes());
     f
 }
+
+/// The agent as `jailer run` starts it (XDP attached, reload and interface
+/// tracking on), inside a namespace, on its own thread; stopped on drop or
+/// with [`NsAgent::stop`].
+pub struct NsAgent {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<thread::JoinHandle<Result<(), jailer::error::Error>>>,
+}
+
+impl NsAgent {
+    /// Attaches per `config` inside `ns` and runs the agent; returns once its
+    /// control socket answers.
+    pub fn start(
+        ns: &NetNs,
+        config: &jailer::config::Config,
+        config_path: Option<PathBuf>,
+    ) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let config = config.clone();
+        let state_dir = config.state_dir.clone();
+        let thread = ns.run(move || {
+            let datapath = jailer::bpf::attach(
+                &config.bpffs,
+                &config.interfaces,
+                config.xdp_mode,
+                config.max_bans,
+            )
+            .expect("attach");
+            let options = jailer::AgentOptions {
+                config_path,
+                manage_xdp: true,
+                attached: datapath.attached,
+            };
+            // Threads inherit the namespace of the thread that makes them.
+            thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(jailer::run_agent_with(
+                    &config,
+                    datapath.bans,
+                    async {
+                        let _ = stopped.await;
+                    },
+                    options,
+                ))
+            })
+        });
+        let agent = Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        };
+        wait_for("the agent's control socket", Duration::from_secs(5), || {
+            jailer::control::socket_path(&state_dir).exists()
+        });
+        agent
+    }
+
+    /// Stops the agent and returns how it ended.
+    pub fn stop(mut self) -> Result<(), jailer::error::Error> {
+        self.finish().unwrap_or(Ok(()))
+    }
+
+    fn finish(&mut self) -> Option<Result<(), jailer::error::Error>> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.thread
+            .take()
+            .map(|t| t.join().expect("agent thread panicked"))
+    }
+}
+
+impl Drop for NsAgent {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
+}
+
+/// Waits (bounded by `limit`) until `cond` holds; panics naming `what`.
+pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -11,8 +11,7 @@ use std::{
 };
 
 use jailer::{bpf::BanTable, config::Config};
-use jailer_tests::{Pair, TempBpffs, host, login, pop3_server, require_root};
-use tokio::sync::oneshot;
+use jailer_tests::{NsAgent, Pair, TempBpffs, host, login, pop3_server, require_root};
 
 #[test]
 fn failed_pop3_logins_get_the_client_dropped_by_xdp() {
@@ -28,31 +27,9 @@ fn failed_pop3_logins_get_the_client_dropped_by_xdp() {
         .unwrap();
     let bpffs = TempBpffs::new();
     let config = agent_config(dir.path(), &log, &bpffs.pins(), &iface);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let agent = {
-        let config = config.clone();
-        let log = log.clone();
-        server.run(move || {
-            pop3_server("[::]:110".parse().unwrap(), log);
-            let datapath = jailer::bpf::attach(
-                &config.bpffs,
-                &config.interfaces,
-                config.xdp_mode,
-                config.max_bans,
-            )
-            .expect("attach");
-            thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(jailer::run_agent(&config, datapath.bans, async {
-                    let _ = stopped.await;
-                }))
-                .expect("agent");
-            })
-        })
-    };
+    let log_for_server = log.clone();
+    server.run(move || pop3_server("[::]:110".parse().unwrap(), log_for_server));
+    let agent = NsAgent::start(server, &config, None);
     thread::sleep(Duration::from_millis(300));
 
     assert!(
@@ -100,8 +77,7 @@ fn failed_pop3_logins_get_the_client_dropped_by_xdp() {
         "banned v6 client dropped"
     );
 
-    let _ = stop.send(());
-    agent.join().unwrap();
+    agent.stop().unwrap();
 }
 
 fn agent_config(dir: &Path, log: &Path, bpffs: &Path, iface: &str) -> Config {

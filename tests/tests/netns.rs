@@ -4,8 +4,7 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
-    thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use jailer::{
@@ -14,7 +13,7 @@ use jailer::{
     config::XdpMode,
     ports::PortSet,
 };
-use jailer_tests::{Pair, TempBpffs, connect_from, exchange, host, require_root, serve};
+use jailer_tests::{Pair, TempBpffs, connect_from, exchange, host, require_root, serve, wait_for};
 
 const TIMEOUT: Duration = Duration::from_millis(700);
 
@@ -34,15 +33,6 @@ fn can_connect(net: &Pair, src: &str, dst: &str) -> bool {
     let dst: SocketAddr = dst.parse().unwrap();
     net.client
         .run(move || connect_from(src, dst, TIMEOUT).is_ok())
-}
-
-/// Waits (bounded) until `cond` holds.
-fn eventually(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < limit, "timed out waiting for: {what}");
-        thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn attach(net: &Pair, bpffs: &TempBpffs, mode: XdpMode) -> XdpBanTable {
@@ -101,7 +91,7 @@ fn check_family(net: &Pair, table: &mut XdpBanTable, banned: &str, other: &str, 
     )
     .unwrap();
     assert!(!can_connect(net, banned, &s110), "short ban in force");
-    eventually(
+    wait_for(
         "the 2 s ban lapses in the kernel",
         Duration::from_secs(8),
         || can_connect(net, banned, &s110),

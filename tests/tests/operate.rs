@@ -7,8 +7,7 @@ use std::{
     io::{Read, Write},
     net::TcpStream,
     path::Path,
-    thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use clap::Parser as _;
@@ -21,8 +20,7 @@ use jailer::{
     ports::PortSet,
     status::Status,
 };
-use jailer_tests::{Pair, TempBpffs, host, login, pop3_server, require_root};
-use tokio::sync::oneshot;
+use jailer_tests::{NsAgent, Pair, TempBpffs, host, login, pop3_server, require_root};
 
 const METRICS_PORT: u16 = 19567;
 
@@ -60,15 +58,8 @@ fn metric(text: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("metric {name} missing:\n{text}"))
 }
 
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "timed out: {what}"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    jailer_tests::wait_for(what, Duration::from_secs(5), cond);
 }
 
 #[test]
@@ -82,45 +73,10 @@ fn status_metrics_and_sighup_reload() {
     let state_dir = config.state_dir.clone();
     fs::write(dir.path().join("mail.log"), "").unwrap();
 
-    let (stop, stopped) = oneshot::channel::<()>();
-    let agent = {
-        let config = config.clone();
-        let log = dir.path().join("mail.log");
-        let config_path = config_path.clone();
-        net.server.run(move || {
-            pop3_server("[::]:110".parse().unwrap(), log);
-            let datapath = jailer::bpf::attach(
-                &config.bpffs,
-                &config.interfaces,
-                config.xdp_mode,
-                config.max_bans,
-            )
-            .unwrap();
-            let options = jailer::AgentOptions {
-                config_path: Some(config_path),
-                manage_xdp: true,
-                attached: datapath.attached,
-            };
-            thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(jailer::run_agent_with(
-                    &config,
-                    datapath.bans,
-                    async {
-                        let _ = stopped.await;
-                    },
-                    options,
-                ))
-                .unwrap();
-            })
-        })
-    };
-    wait_for("control socket", || {
-        control::socket_path(&state_dir).exists()
-    });
+    let log = dir.path().join("mail.log");
+    net.server
+        .run(move || pop3_server("[::]:110".parse().unwrap(), log));
+    let agent = NsAgent::start(&net.server, &config, Some(config_path.clone()));
 
     // One good login, three bad ones from .2, one blocked attempt.
     assert!(login(&net.client, "10.197.0.3", "10.197.0.1:110", "secret").unwrap());
@@ -251,8 +207,7 @@ fn status_metrics_and_sighup_reload() {
         other => panic!("reload: {other:?}"),
     }
 
-    let _ = stop.send(());
-    agent.join().unwrap();
+    agent.stop().unwrap();
     assert!(
         !control::socket_path(&state_dir).exists(),
         "socket removed at exit"

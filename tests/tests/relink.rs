@@ -12,11 +12,9 @@ use jailer::{
     admin::{ban_value, write_ban},
     bpf::XdpBanTable,
     config::Config,
-    control,
     ports::PortSet,
 };
-use jailer_tests::{Pair, TempBpffs, connect_from, host, require_root, serve};
-use tokio::sync::oneshot;
+use jailer_tests::{NsAgent, Pair, TempBpffs, connect_from, host, require_root, serve};
 
 fn can_connect(net: &Pair, src: &str) -> bool {
     let src: IpAddr = src.parse().unwrap();
@@ -47,48 +45,7 @@ fn interface_removed_and_readded_is_protected_again() {
     )
     .unwrap();
     let config = Config::load(&path).unwrap();
-    let state_dir = config.state_dir.clone();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let agent = {
-        let config = config.clone();
-        net.server.run(move || {
-            let datapath = jailer::bpf::attach(
-                &config.bpffs,
-                &config.interfaces,
-                config.xdp_mode,
-                config.max_bans,
-            )
-            .unwrap();
-            let options = jailer::AgentOptions {
-                config_path: Some(path),
-                manage_xdp: true,
-                attached: datapath.attached,
-            };
-            thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(jailer::run_agent_with(
-                    &config,
-                    datapath.bans,
-                    async {
-                        let _ = stopped.await;
-                    },
-                    options,
-                ))
-                .unwrap();
-            })
-        })
-    };
-    let start = Instant::now();
-    while !control::socket_path(&state_dir).exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "agent did not start"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    let agent = NsAgent::start(&net.server, &config, Some(path));
     let mut table = XdpBanTable::open_existing(&bpffs.pins()).unwrap();
     write_ban(
         &mut table,
@@ -116,6 +73,5 @@ fn interface_removed_and_readded_is_protected_again() {
         jailer::bpf::attached_interfaces(&bpffs.pins()),
         std::slice::from_ref(&net.iface)
     );
-    let _ = stop.send(());
-    agent.join().unwrap();
+    agent.stop().unwrap();
 }
