@@ -16,6 +16,7 @@ use std::{
 
 use ipnet::IpNet;
 use nix::fcntl::{Flock, FlockArg};
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
@@ -95,15 +96,25 @@ pub struct Replay {
     names: Vec<String>,
     index: HashMap<String, u32>,
     /// Bans not lifted, by target (the latest ban wins); may be expired.
-    pub bans: HashMap<IpNet, BanEntry>,
+    /// (Fx hashing: the journal is jailer's own file, not attacker input.)
+    pub bans: FxHashMap<IpNet, BanEntry>,
     /// Bans per (jail, target) within the history window.
-    counts: HashMap<(u32, IpNet), u32>,
+    counts: FxHashMap<(u32, IpNet), u32>,
     /// The ban records behind `counts`, for compaction.
     history: Vec<(IpNet, BanEntry)>,
 }
 
 impl Replay {
     fn intern(&mut self, text: &str) -> u32 {
+        // Runs of records share their jail and ports: check the newest first.
+        if let Some(last) = self
+            .names
+            .len()
+            .checked_sub(1)
+            .filter(|&i| self.names[i] == text)
+        {
+            return last as u32;
+        }
         if let Some(&i) = self.index.get(text) {
             return i;
         }
@@ -157,6 +168,96 @@ impl Replay {
             at: e.at,
         }
     }
+}
+
+/// A journal line, parsed.
+enum Parsed<'a> {
+    Ban {
+        addr: IpNet,
+        jail: std::borrow::Cow<'a, str>,
+        ports: std::borrow::Cow<'a, str>,
+        until: Option<u64>,
+        at: u64,
+    },
+    Unban(IpNet),
+    UnbanAll,
+    Bad(String),
+}
+
+fn parse_line(line: &[u8]) -> Option<Parsed<'_>> {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    let raw: RawRecord<'_> = match serde_json::from_slice(line) {
+        Ok(r) => r,
+        Err(e) => return Some(Parsed::Bad(e.to_string())),
+    };
+    let addr = raw
+        .addr
+        .as_deref()
+        .map(|a| (a, crate::config::parse_net(a)));
+    Some(match (raw.op, addr) {
+        ("ban", Some((_, Some(addr)))) => Parsed::Ban {
+            addr,
+            jail: raw.jail.unwrap_or(std::borrow::Cow::Borrowed("manual")),
+            ports: raw.ports.unwrap_or(std::borrow::Cow::Borrowed("all")),
+            until: raw.until,
+            at: raw.at,
+        },
+        ("unban", Some((_, Some(addr)))) => Parsed::Unban(addr),
+        ("unban_all", _) => Parsed::UnbanAll,
+        (_, Some((text, None))) => Parsed::Bad(format!("`{text}` is not an address or network")),
+        (op, _) => Parsed::Bad(format!("unknown record `{op}`")),
+    })
+}
+
+/// Parses every line, in chunks split at line ends, one thread per core;
+/// returns (0-based line number, record) in file order.
+fn parse_parallel(bytes: &[u8]) -> Vec<Vec<(usize, Parsed<'_>)>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    for k in 1..=threads {
+        let mut end = if k == threads {
+            bytes.len()
+        } else {
+            (bytes.len() * k / threads).max(start)
+        };
+        if end < bytes.len() {
+            end = memchr::memchr(b'\n', &bytes[end..]).map_or(bytes.len(), |i| end + i + 1);
+        }
+        if end > start {
+            chunks.push(&bytes[start..end]);
+        }
+        start = end;
+    }
+    let mut first_line = Vec::with_capacity(chunks.len());
+    let mut lines = 0;
+    for c in &chunks {
+        first_line.push(lines);
+        lines += memchr::memchr_iter(b'\n', c).count();
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .iter()
+            .zip(first_line)
+            .map(|(chunk, first)| {
+                scope.spawn(move || {
+                    chunk
+                        .split(|&b| b == b'\n')
+                        .enumerate()
+                        .filter_map(|(i, line)| parse_line(line).map(|p| (first + i, p)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("journal parser panicked"))
+            .collect()
+    })
 }
 
 /// A journal line as read: borrowed, so replaying a million bans does not
@@ -218,46 +319,44 @@ impl Journal {
             Err(e) => return Err(io_err(&self.path)(e)),
         };
         let horizon = unix_secs(now).saturating_sub(HISTORY.as_secs());
-        for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
+        // Parsing is the cost (a million lines after a long uptime): parse
+        // chunks on all cores, then apply the records in file order.
+        let parsed = parse_parallel(&bytes);
+        let records: usize = parsed.iter().map(Vec::len).sum();
+        out.bans.reserve(records);
+        out.counts.reserve(records);
+        out.history.reserve(records);
+        for (i, record) in parsed.into_iter().flatten() {
             let bad = |why: &dyn std::fmt::Display| {
                 warn!(file = %self.path.display(), line = i + 1, error = %why, "unreadable ban journal line skipped");
             };
-            let raw: RawRecord<'_> = match serde_json::from_slice(line) {
-                Ok(r) => r,
-                Err(e) => {
-                    bad(&e);
-                    continue;
-                }
-            };
-            let addr = raw
-                .addr
-                .as_deref()
-                .map(|a| (a, crate::config::parse_net(a)));
-            match (raw.op, addr) {
-                ("ban", Some((_, Some(addr)))) => {
-                    let jail = out.intern(raw.jail.as_deref().unwrap_or("manual"));
-                    let ports = out.intern(raw.ports.as_deref().unwrap_or("all"));
+            match record {
+                Parsed::Ban {
+                    addr,
+                    jail,
+                    ports,
+                    until,
+                    at,
+                } => {
+                    let jail = out.intern(&jail);
+                    let ports = out.intern(&ports);
                     let entry = BanEntry {
                         jail,
                         ports,
-                        until: raw.until,
-                        at: raw.at,
+                        until,
+                        at,
                     };
-                    if raw.at >= horizon {
+                    if at >= horizon {
                         *out.counts.entry((jail, addr)).or_default() += 1;
                         out.history.push((addr, entry));
                     }
                     out.bans.insert(addr, entry);
                 }
-                ("unban", Some((_, Some(addr)))) => {
+                Parsed::Unban(addr) => {
                     out.bans.remove(&addr);
                 }
-                ("unban_all", _) => out.bans.clear(),
-                (_, Some((text, None))) => bad(&format!("`{text}` is not an address or network")),
-                (op, _) => bad(&format!("unknown record `{op}`")),
+                Parsed::UnbanAll => out.bans.clear(),
+                Parsed::Bad(why) => bad(&why),
             }
         }
         Ok(out)
