@@ -55,6 +55,9 @@ impl<T: BanTable> BanTable for Recording<T> {
     fn set_monitor(&mut self, on: bool) -> Result<(), BpfError> {
         self.inner.set_monitor(on)
     }
+    fn monitor(&self) -> Result<bool, BpfError> {
+        self.inner.monitor()
+    }
     fn protect(&mut self, ports: &PortSet) -> Result<(), BpfError> {
         self.inner.protect(ports)
     }

@@ -77,12 +77,9 @@ impl BanRow {
 }
 
 /// Bans in force (expired ones no longer drop and are left out), sorted;
-/// `monitor`: the global monitor mode is on.
+/// in global monitor mode every row is marked as only counting.
 pub fn active_bans(table: &dyn BanTable) -> Result<Vec<BanRow>, BpfError> {
-    active_bans_with(table, false)
-}
-
-pub fn active_bans_with(table: &dyn BanTable, monitor: bool) -> Result<Vec<BanRow>, BpfError> {
+    let monitor = table.monitor()?;
     let now = boot_ns();
     let mut rows: Vec<BanRow> = table
         .list()?
@@ -161,5 +158,17 @@ mod tests {
         assert!(left > Duration::from_secs(3590) && left <= Duration::from_secs(3600));
         assert!(v.covers_port(995) && !v.covers_port(25));
         assert_eq!(ban_value(&PortSet::All, None).expires_ns, BAN_PERMANENT);
+    }
+
+    #[test]
+    fn global_monitor_mode_marks_every_row() {
+        let mut t = MemBanTable::default();
+        let a: IpNet = "203.0.113.7/32".parse().unwrap();
+        t.insert(a, ban_value(&PortSet::Only(vec![110]), None))
+            .unwrap();
+        assert!(!active_bans(&t).unwrap()[0].monitor);
+        t.set_monitor(true).unwrap();
+        assert!(active_bans(&t).unwrap()[0].monitor);
+        assert!(format_table(&active_bans(&t).unwrap()).contains("0 (monitor)"));
     }
 }

@@ -350,6 +350,8 @@ pub trait BanTable: Send {
     fn list(&self) -> Result<Vec<(IpNet, BanValue)>, BpfError>;
     /// Monitor mode for every ban (count would-be drops, drop nothing).
     fn set_monitor(&mut self, on: bool) -> Result<(), BpfError>;
+    /// Whether monitor mode is on for every ban.
+    fn monitor(&self) -> Result<bool, BpfError>;
     /// Tells the datapath that bans may cover `ports` (done by `insert` too;
     /// the agent marks its jails' ports at start).
     fn protect(&mut self, ports: &PortSet) -> Result<(), BpfError>;
@@ -747,6 +749,14 @@ impl BanTable for XdpBanTable {
         self.set(setting::FLAGS, if on { SETTINGS_MONITOR } else { 0 })
     }
 
+    fn monitor(&self) -> Result<bool, BpfError> {
+        let flags = self
+            .settings
+            .get(&setting::FLAGS, 0)
+            .map_err(map_err(map_names::SETTINGS))?;
+        Ok(flags & SETTINGS_MONITOR != 0)
+    }
+
     fn is_empty(&self) -> Result<bool, BpfError> {
         Ok(self.v4.keys().next().is_none()
             && self.v6.keys().next().is_none()
@@ -863,10 +873,6 @@ impl MemBanTable {
             f(v);
         }
     }
-
-    pub fn monitor(&self) -> bool {
-        self.monitor.load(std::sync::atomic::Ordering::Relaxed)
-    }
 }
 
 impl BanTable for MemBanTable {
@@ -902,6 +908,10 @@ impl BanTable for MemBanTable {
     fn set_monitor(&mut self, on: bool) -> Result<(), BpfError> {
         self.monitor.store(on, std::sync::atomic::Ordering::Relaxed);
         Ok(())
+    }
+
+    fn monitor(&self) -> Result<bool, BpfError> {
+        Ok(self.monitor.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     fn protect(&mut self, _ports: &PortSet) -> Result<(), BpfError> {

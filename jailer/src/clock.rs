@@ -13,14 +13,16 @@ pub fn boot_ns() -> u64 {
     (ts.tv_sec() as u64) * 1_000_000_000 + ts.tv_nsec() as u64
 }
 
-/// Wall-clock time `expires` as a `CLOCK_BOOTTIME` deadline (saturating at
-/// "now" for times in the past, so they lapse immediately).
-pub fn wall_to_boot_ns(expires: SystemTime) -> u64 {
-    let left = expires
-        .duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO);
-    boot_ns()
-        .saturating_add(left.as_nanos().min(u128::from(u64::MAX)) as u64)
+/// A wall-clock expiry (unix seconds) as a `CLOCK_BOOTTIME` deadline, given
+/// one reading of each clock (a million restored bans share one). Past
+/// expiries lapse now, and never become 0 (= permanent).
+pub fn unix_to_boot_ns(expires: u64, now_unix: u64, now_boot_ns: u64) -> u64 {
+    now_boot_ns
+        .saturating_add(
+            expires
+                .saturating_sub(now_unix)
+                .saturating_mul(1_000_000_000),
+        )
         .max(1)
 }
 
@@ -46,12 +48,14 @@ mod tests {
     #[test]
     fn boot_clock_moves_and_converts() {
         let a = boot_ns();
-        let deadline = wall_to_boot_ns(SystemTime::now() + Duration::from_secs(60));
+        let now = unix_secs(SystemTime::now());
+        let deadline = unix_to_boot_ns(now + 60, now, boot_ns());
         assert!(deadline > a + 59_000_000_000 && deadline < a + 61_000_000_000);
         let left = boot_remaining(deadline);
         assert!(left > Duration::from_secs(58) && left <= Duration::from_secs(60));
         assert!(boot_remaining(1) == Duration::ZERO);
         // Past deadlines lapse now, never turn into 0 (= permanent).
-        assert!(wall_to_boot_ns(UNIX_EPOCH) >= a);
+        assert!(unix_to_boot_ns(0, now, boot_ns()) >= a);
+        assert_eq!(unix_to_boot_ns(5, 10, 0), 1);
     }
 }

@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 use crate::{
     admin::ban_value,
     bpf::BanTable,
-    clock::{boot_ns, from_unix_secs, unix_secs},
+    clock::{boot_ns, from_unix_secs, unix_secs, unix_to_boot_ns},
     config::Jail,
     detect::Verdict,
     error::BpfError,
@@ -196,8 +196,7 @@ impl<T: BanTable> Engine<T> {
                 ban_value(&set, None)
             });
             if let Some(until) = until {
-                // Wall-clock expiry to the boot clock, by arithmetic on one reading.
-                value.expires_ns = now_ns + until.saturating_sub(now_unix).max(1) * 1_000_000_000;
+                value.expires_ns = unix_to_boot_ns(until, now_unix, now_ns);
                 expiry.push((from_unix_secs(until), addr));
             }
             if empty || !self.table.get(addr)?.is_some_and(|v| v.is_active(now_ns)) {

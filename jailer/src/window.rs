@@ -67,11 +67,6 @@ impl FailureWindow {
         false
     }
 
-    /// Forgets `ip` (it was banned by other means).
-    pub fn forget(&mut self, ip: IpAddr) {
-        self.tracked.remove(&ip);
-    }
-
     /// Failures currently counted for `ip` (within findtime of its newest).
     pub fn failures(&self, ip: IpAddr) -> usize {
         self.tracked.get(&ip).map_or(0, Vec::len)
