@@ -28,7 +28,7 @@ use jailer::{
     ports::PortSet,
 };
 use jailer_common::PROGRAM_NAME;
-use jailer_tests::{Pair, TempBpffs, host, tcp4};
+use jailer_tests::{Pair, TempBpffs, host, load_xdp, sh, tcp4};
 
 fn ns_per_packet(ebpf: &Ebpf, frame: &[u8]) -> f64 {
     let prog: &Xdp = ebpf.program(PROGRAM_NAME).unwrap().try_into().unwrap();
@@ -63,9 +63,7 @@ fn part_a() {
         tcp4([192, 0, 2, 7], 110, 5, 0),
     ];
     for fill in [1u32, 10_000, 1_000_000] {
-        let mut ebpf = EbpfLoader::new().load(jailer::bpf::XDP_OBJECT).unwrap();
-        let prog: &mut Xdp = ebpf.program_mut(PROGRAM_NAME).unwrap().try_into().unwrap();
-        prog.load().unwrap();
+        let mut ebpf = load_xdp();
         let mut table = XdpBanTable::from_ebpf(&mut ebpf).unwrap();
         let v = ban_value(&PortSet::Only(vec![110]), Some(Duration::from_secs(3600)));
         table.insert(host("203.0.113.7"), v).unwrap();
@@ -141,15 +139,6 @@ fn restore_1m() {
         total.as_secs_f64(),
         replayed.as_secs_f64(),
         (total - replayed).as_secs_f64()
-    );
-}
-
-fn sh(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
     );
 }
 

@@ -535,3 +535,45 @@ pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
         thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The XDP object loaded (maps unpinned) and its program through the verifier.
+pub fn load_xdp() -> aya::Ebpf {
+    let mut ebpf = aya::EbpfLoader::new()
+        .load(jailer::bpf::XDP_OBJECT)
+        .expect("load object");
+    let prog: &mut aya::programs::Xdp = ebpf
+        .program_mut(jailer_common::PROGRAM_NAME)
+        .expect("program")
+        .try_into()
+        .expect("an XDP program");
+    prog.load().expect("verifier accepts the program");
+    ebpf
+}
+
+/// One BPF_PROG_TEST_RUN of `frame`: the XDP action.
+pub fn xdp_verdict(ebpf: &aya::Ebpf, frame: &[u8]) -> u32 {
+    use aya::programs::TestRun as _;
+    let prog: &aya::programs::Xdp = ebpf
+        .program(jailer_common::PROGRAM_NAME)
+        .expect("program")
+        .try_into()
+        .expect("an XDP program");
+    let mut opts = aya::programs::TestRunOptions::new();
+    opts.data_in = Some(frame);
+    prog.test_run(opts).expect("test run").return_value
+}
+
+/// Appends a vchkpw `password fail` line from `ip`, stamped now.
+pub fn append_failure(log: &Path, ip: &str) {
+    let stamp = chrono::Local::now().format("%b %e %H:%M:%S");
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("open log");
+    writeln!(
+        f,
+        "{stamp} mail vpopmail[1]: vchkpw-pop3: password fail bob@example.com:{ip}"
+    )
+    .expect("write log");
+}

@@ -3,8 +3,7 @@
 //! banned twice; while the agent is down, bans hold and expired ones lapse. Root: the agent attaches XDP in a namespace this test makes.
 
 use std::{
-    fs::{self, OpenOptions},
-    io::Write,
+    fs,
     path::Path,
     process::{Child, Command},
     thread,
@@ -19,7 +18,7 @@ use jailer::{
     control::{self, Request, Response},
     ports::PortSet,
 };
-use jailer_tests::{Pair, TempBpffs, connect_from, host, require_root, serve};
+use jailer_tests::{Pair, TempBpffs, append_failure, connect_from, host, require_root, serve};
 
 const BIN: &str = env!("CARGO_BIN_EXE_jailer-under-test");
 
@@ -60,20 +59,6 @@ impl Drop for AgentProcess {
     }
 }
 
-fn fail(log: &Path, ip: &str) {
-    let stamp = chrono::Local::now().format("%b %e %H:%M:%S");
-    let mut f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    writeln!(
-        f,
-        "{stamp} mail vpopmail[1]: vchkpw-pop3: password fail bob@example.com:{ip}"
-    )
-    .unwrap();
-}
-
 fn total_failed(state_dir: &Path) -> u64 {
     match control::ask(state_dir, &Request::Status) {
         Ok(Some(Response::Status { status })) => status.jails[0].total_failed.unwrap_or(0),
@@ -110,11 +95,11 @@ fn kill_9_mid_stream_counts_every_line_once() {
     let agent = AgentProcess::start(&net.server.name, &config, &state);
     // Counted and saved: two failures per A, one per B.
     for ip in &a {
-        fail(&log, ip);
-        fail(&log, ip);
+        append_failure(&log, ip);
+        append_failure(&log, ip);
     }
     for ip in &b {
-        fail(&log, ip);
+        append_failure(&log, ip);
     }
     let start = Instant::now();
     while total_failed(&state) < 60 {
@@ -127,11 +112,11 @@ fn kill_9_mid_stream_counts_every_line_once() {
     thread::sleep(Duration::from_millis(1500)); // a snapshot tick has passed
     // Written right before the kill: maybe counted, maybe saved, maybe neither.
     for ip in &b {
-        fail(&log, ip);
+        append_failure(&log, ip);
     }
     for ip in &c {
-        fail(&log, ip);
-        fail(&log, ip);
+        append_failure(&log, ip);
+        append_failure(&log, ip);
     }
     // Bans set before the crash: one permanent, one lapsing in 2 s.
     {
@@ -180,7 +165,7 @@ fn kill_9_mid_stream_counts_every_line_once() {
 
     let agent = AgentProcess::start(&net.server.name, &config, &state);
     for ip in a.iter().chain(&b) {
-        fail(&log, ip);
+        append_failure(&log, ip);
     }
     let table = XdpBanTable::open_existing(&bpffs.pins()).unwrap();
     let start = Instant::now();

@@ -7,7 +7,7 @@ use jailer::{
     bpf::{BanTable, MemBanTable, XdpBanTable},
     config::Config,
 };
-use jailer_tests::{host, require_root};
+use jailer_tests::{append_failure, host, require_root};
 use nix::{
     mount::{MntFlags, MsFlags, mount, umount2},
     sys::statfs::{BPF_FS_MAGIC, statfs},
@@ -20,16 +20,6 @@ impl Drop for Mounted<'_> {
     fn drop(&mut self) {
         let _ = umount2(self.0, MntFlags::MNT_DETACH);
     }
-}
-
-fn fail(log: &Path, ip: &str) {
-    let stamp = chrono::Local::now().format("%b %e %H:%M:%S");
-    let mut f = fs::OpenOptions::new().append(true).open(log).unwrap();
-    writeln!(
-        f,
-        "{stamp} mail vpopmail[1]: vchkpw-pop3: password fail bob@example.com:{ip}"
-    )
-    .unwrap();
 }
 
 #[test]
@@ -78,8 +68,8 @@ fn a_full_state_disk_does_not_stop_bans() {
         })
     };
     thread::sleep(Duration::from_millis(300));
-    fail(&log, "203.0.113.7");
-    fail(&log, "203.0.113.7");
+    append_failure(&log, "203.0.113.7");
+    append_failure(&log, "203.0.113.7");
     let mut waited = 0;
     while table.ban_on("203.0.113.7".parse().unwrap()).is_none() {
         assert!(waited < 250, "no ban with a full state disk");
@@ -88,8 +78,8 @@ fn a_full_state_disk_does_not_stop_bans() {
     }
     // Space comes back: the next ban is journaled again.
     fs::remove_file(state.join("filler")).unwrap();
-    fail(&log, "203.0.113.8");
-    fail(&log, "203.0.113.8");
+    append_failure(&log, "203.0.113.8");
+    append_failure(&log, "203.0.113.8");
     waited = 0;
     while !fs::read_to_string(state.join("bans.jsonl"))
         .unwrap_or_default()

@@ -5,9 +5,8 @@
 use std::{net::IpAddr, time::Duration};
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf,
     maps::{MapData, PerCpuArray},
-    programs::{TestRun, TestRunOptions, Xdp},
 };
 use ipnet::IpNet;
 use jailer::{
@@ -15,8 +14,10 @@ use jailer::{
     bpf::{BanTable, XdpBanTable},
     ports::PortSet,
 };
-use jailer_common::{BAN_MONITOR, PROGRAM_NAME, map_names, stat};
-use jailer_tests::{Ext, host, require_root, tcp4, tcp6, tcp6_ext, udp4, with_vlans};
+use jailer_common::{BAN_MONITOR, map_names, stat};
+use jailer_tests::{
+    Ext, host, load_xdp, require_root, tcp4, tcp6, tcp6_ext, udp4, with_vlans, xdp_verdict,
+};
 use proptest::prelude::*;
 
 const XDP_DROP: u32 = 1;
@@ -29,20 +30,9 @@ const A6: [u8; 16] = [
 ];
 
 fn load() -> (Ebpf, XdpBanTable) {
-    let mut ebpf = EbpfLoader::new()
-        .load(jailer::bpf::XDP_OBJECT)
-        .expect("load object");
-    let prog: &mut Xdp = ebpf.program_mut(PROGRAM_NAME).unwrap().try_into().unwrap();
-    prog.load().expect("verifier accepts the program");
+    let mut ebpf = load_xdp();
     let table = XdpBanTable::from_ebpf(&mut ebpf).unwrap();
     (ebpf, table)
-}
-
-fn run(ebpf: &Ebpf, frame: &[u8]) -> u32 {
-    let prog: &Xdp = ebpf.program(PROGRAM_NAME).unwrap().try_into().unwrap();
-    let mut opts = TestRunOptions::new();
-    opts.data_in = Some(frame);
-    prog.test_run(opts).expect("test run").return_value
 }
 
 fn pop3() -> jailer_common::BanValue {
@@ -61,30 +51,30 @@ fn vlan_and_qinq_tagged_frames() {
     table.insert(host("2001:db8:1:2::25"), pop3()).unwrap();
     for tags in [&[Q][..], &[AD, Q], &[Q, Q]] {
         assert_eq!(
-            run(&ebpf, &with_vlans(&tcp4(A4, 110, 5, 0), tags)),
+            xdp_verdict(&ebpf, &with_vlans(&tcp4(A4, 110, 5, 0), tags)),
             XDP_DROP,
             "{tags:x?} v4"
         );
         assert_eq!(
-            run(&ebpf, &with_vlans(&tcp6(A6, 110), tags)),
+            xdp_verdict(&ebpf, &with_vlans(&tcp6(A6, 110), tags)),
             XDP_DROP,
             "{tags:x?} v6"
         );
         assert_eq!(
-            run(&ebpf, &with_vlans(&tcp4(A4, 25, 5, 0), tags)),
+            xdp_verdict(&ebpf, &with_vlans(&tcp4(A4, 25, 5, 0), tags)),
             XDP_PASS,
             "{tags:x?} port 25"
         );
     }
     // A third tag is more than the program looks through: it passes.
     assert_eq!(
-        run(&ebpf, &with_vlans(&tcp4(A4, 110, 5, 0), &[AD, Q, Q])),
+        xdp_verdict(&ebpf, &with_vlans(&tcp4(A4, 110, 5, 0), &[AD, Q, Q])),
         XDP_PASS
     );
     // Cut inside the tags or the headers behind them: pass, never an error.
     let full = with_vlans(&tcp4(A4, 110, 5, 0), &[AD, Q]);
     for len in 14..full.len() {
-        assert_eq!(run(&ebpf, &full[..len]), XDP_PASS, "cut at {len}");
+        assert_eq!(xdp_verdict(&ebpf, &full[..len]), XDP_PASS, "cut at {len}");
     }
 }
 
@@ -110,9 +100,13 @@ fn ipv6_extension_headers_and_fragments() {
         &[Ext::DestOpts(0); 6],
     ];
     for exts in drop_cases {
-        assert_eq!(run(&ebpf, &tcp6_ext(A6, 110, exts)), XDP_DROP, "{exts:?}");
         assert_eq!(
-            run(&ebpf, &tcp6_ext(A6, 25, exts)),
+            xdp_verdict(&ebpf, &tcp6_ext(A6, 110, exts)),
+            XDP_DROP,
+            "{exts:?}"
+        );
+        assert_eq!(
+            xdp_verdict(&ebpf, &tcp6_ext(A6, 25, exts)),
             XDP_PASS,
             "{exts:?} port 25"
         );
@@ -120,11 +114,11 @@ fn ipv6_extension_headers_and_fragments() {
     // Later fragments carry no TCP header: they pass (the first one is dropped,
     // so the datagram never reassembles).
     assert_eq!(
-        run(&ebpf, &tcp6_ext(A6, 110, &[Ext::Fragment(185)])),
+        xdp_verdict(&ebpf, &tcp6_ext(A6, 110, &[Ext::Fragment(185)])),
         XDP_PASS
     );
     assert_eq!(
-        run(
+        xdp_verdict(
             &ebpf,
             &tcp6_ext(A6, 110, &[Ext::HopByHop(0), Ext::Fragment(1)])
         ),
@@ -132,7 +126,7 @@ fn ipv6_extension_headers_and_fragments() {
     );
     // More extension headers than the program walks: pass.
     assert_eq!(
-        run(&ebpf, &tcp6_ext(A6, 110, &[Ext::DestOpts(0); 7])),
+        xdp_verdict(&ebpf, &tcp6_ext(A6, 110, &[Ext::DestOpts(0); 7])),
         XDP_PASS
     );
     // Truncated anywhere in the chain: pass.
@@ -142,7 +136,7 @@ fn ipv6_extension_headers_and_fragments() {
         &[Ext::HopByHop(1), Ext::Fragment(0), Ext::DestOpts(0)],
     );
     for len in 14..full.len() {
-        assert_eq!(run(&ebpf, &full[..len]), XDP_PASS, "cut at {len}");
+        assert_eq!(xdp_verdict(&ebpf, &full[..len]), XDP_PASS, "cut at {len}");
     }
 }
 
@@ -152,17 +146,29 @@ fn prefix_bans_v4_and_v6() {
     let (ebpf, mut table) = load();
     table.insert(net("203.0.113.0/24"), pop3()).unwrap();
     table.insert(net("2001:db8:1::/48"), pop3()).unwrap();
-    assert_eq!(run(&ebpf, &tcp4(A4, 110, 5, 0)), XDP_DROP, "in the /24");
     assert_eq!(
-        run(&ebpf, &tcp4([203, 0, 114, 7], 110, 5, 0)),
+        xdp_verdict(&ebpf, &tcp4(A4, 110, 5, 0)),
+        XDP_DROP,
+        "in the /24"
+    );
+    assert_eq!(
+        xdp_verdict(&ebpf, &tcp4([203, 0, 114, 7], 110, 5, 0)),
         XDP_PASS,
         "outside the /24"
     );
-    assert_eq!(run(&ebpf, &tcp4(A4, 25, 5, 0)), XDP_PASS, "other port");
-    assert_eq!(run(&ebpf, &tcp6(A6, 110)), XDP_DROP, "in the /48");
+    assert_eq!(
+        xdp_verdict(&ebpf, &tcp4(A4, 25, 5, 0)),
+        XDP_PASS,
+        "other port"
+    );
+    assert_eq!(xdp_verdict(&ebpf, &tcp6(A6, 110)), XDP_DROP, "in the /48");
     let mut outside = A6;
     outside[5] = 9; // 2001:db8:9::
-    assert_eq!(run(&ebpf, &tcp6(outside, 110)), XDP_PASS, "outside the /48");
+    assert_eq!(
+        xdp_verdict(&ebpf, &tcp6(outside, 110)),
+        XDP_PASS,
+        "outside the /48"
+    );
     // The longest prefix wins: a /25 inside the /24 covering all ports.
     table
         .insert(
@@ -171,12 +177,12 @@ fn prefix_bans_v4_and_v6() {
         )
         .unwrap();
     assert_eq!(
-        run(&ebpf, &tcp4(A4, 25, 5, 0)),
+        xdp_verdict(&ebpf, &tcp4(A4, 25, 5, 0)),
         XDP_DROP,
         "the /25 covers port 25"
     );
     assert_eq!(
-        run(&ebpf, &tcp4([203, 0, 113, 200], 25, 5, 0)),
+        xdp_verdict(&ebpf, &tcp4([203, 0, 113, 200], 25, 5, 0)),
         XDP_PASS,
         ".200 is only in the /24"
     );
@@ -202,11 +208,11 @@ fn prefix_bans_v4_and_v6() {
     for n in ["203.0.113.0/24", "203.0.113.0/25", "2001:db8:1::/48"] {
         assert!(table.remove(net(n)).unwrap());
     }
-    assert_eq!(run(&ebpf, &tcp4(A4, 110, 5, 0)), XDP_PASS);
-    assert_eq!(run(&ebpf, &tcp6(A6, 110)), XDP_PASS);
+    assert_eq!(xdp_verdict(&ebpf, &tcp4(A4, 110, 5, 0)), XDP_PASS);
+    assert_eq!(xdp_verdict(&ebpf, &tcp6(A6, 110)), XDP_PASS);
     table.insert(net("203.0.0.0/16"), pop3()).unwrap();
     assert_eq!(
-        run(&ebpf, &tcp4(A4, 110, 5, 0)),
+        xdp_verdict(&ebpf, &tcp4(A4, 110, 5, 0)),
         XDP_DROP,
         "trie consulted again"
     );
@@ -221,31 +227,34 @@ fn monitor_mode_counts_without_dropping() {
     table.insert(host("203.0.113.7"), watch).unwrap();
     table.insert(host("203.0.113.8"), pop3()).unwrap();
     assert_eq!(
-        run(&ebpf, &tcp4(A4, 110, 5, 0)),
+        xdp_verdict(&ebpf, &tcp4(A4, 110, 5, 0)),
         XDP_PASS,
         "per-ban monitor"
     );
-    assert_eq!(run(&ebpf, &tcp4(A4, 110, 5, 0)), XDP_PASS);
+    assert_eq!(xdp_verdict(&ebpf, &tcp4(A4, 110, 5, 0)), XDP_PASS);
     assert_eq!(
         table.get(host("203.0.113.7")).unwrap().unwrap().drops,
         2,
         "would-be drops counted"
     );
     assert_eq!(
-        run(&ebpf, &tcp4([203, 0, 113, 8], 110, 5, 0)),
+        xdp_verdict(&ebpf, &tcp4([203, 0, 113, 8], 110, 5, 0)),
         XDP_DROP,
         "others still drop"
     );
 
     table.set_monitor(true).unwrap();
     assert_eq!(
-        run(&ebpf, &tcp4([203, 0, 113, 8], 110, 5, 0)),
+        xdp_verdict(&ebpf, &tcp4([203, 0, 113, 8], 110, 5, 0)),
         XDP_PASS,
         "global monitor"
     );
     assert_eq!(table.get(host("203.0.113.8")).unwrap().unwrap().drops, 2);
     table.set_monitor(false).unwrap();
-    assert_eq!(run(&ebpf, &tcp4([203, 0, 113, 8], 110, 5, 0)), XDP_DROP);
+    assert_eq!(
+        xdp_verdict(&ebpf, &tcp4([203, 0, 113, 8], 110, 5, 0)),
+        XDP_DROP
+    );
 
     let stats: PerCpuArray<&MapData, u64> =
         PerCpuArray::try_from(ebpf.map(map_names::STATS).unwrap()).unwrap();
@@ -372,7 +381,7 @@ fn random_frames_drop_only_banned_sources_on_covered_ports() {
                 whole.cut = None;
                 whole.frame().len()
             };
-            let verdict = run(&ebpf, &c.frame());
+            let verdict = xdp_verdict(&ebpf, &c.frame());
             let want = if c.expect_drop(full) {
                 XDP_DROP
             } else {

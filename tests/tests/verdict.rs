@@ -4,15 +4,12 @@
 use std::net::IpAddr;
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf,
     maps::{Array, HashMap, MapData, PerCpuArray},
-    programs::{ProgramError, TestRun, TestRunOptions, Xdp},
 };
 use jailer::{admin::ban_value, ports::PortSet};
-use jailer_common::{
-    BAN_ALL_PORTS, BanKeyV4, BanKeyV6, BanValue, PROGRAM_NAME, map_names, setting, stat,
-};
-use jailer_tests::{require_root, tcp4, tcp6, udp4};
+use jailer_common::{BAN_ALL_PORTS, BanKeyV4, BanKeyV6, BanValue, map_names, setting, stat};
+use jailer_tests::{load_xdp, require_root, tcp4, tcp6, udp4, xdp_verdict};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -21,22 +18,6 @@ const OTHER4: [u8; 4] = [203, 0, 113, 8];
 const BANNED6: [u8; 16] = [
     0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x25,
 ];
-
-fn load() -> Ebpf {
-    let mut ebpf = EbpfLoader::new()
-        .load(jailer::bpf::XDP_OBJECT)
-        .expect("load object");
-    let prog: &mut Xdp = ebpf.program_mut(PROGRAM_NAME).unwrap().try_into().unwrap();
-    prog.load().expect("verifier accepts the program");
-    ebpf
-}
-
-fn run(ebpf: &mut Ebpf, frame: &[u8]) -> Result<u32, ProgramError> {
-    let prog: &mut Xdp = ebpf.program_mut(PROGRAM_NAME).unwrap().try_into().unwrap();
-    let mut opts = TestRunOptions::new();
-    opts.data_in = Some(frame);
-    prog.test_run(opts).map(|r| r.return_value)
-}
 
 /// The contract with userspace: a ban's ports are marked in `PORTS` (or
 /// `ANY_PORT` set) before the ban is written, or the datapath skips it.
@@ -82,47 +63,47 @@ fn pop3_for_1h() -> BanValue {
 #[test]
 fn ipv4_ban_drops_only_its_ports_and_counts() {
     require_root!("ipv4_ban_drops_only_its_ports_and_counts");
-    let mut ebpf = load();
+    let mut ebpf = load_xdp();
     ban4(&mut ebpf, BANNED4, pop3_for_1h());
     assert_eq!(
-        run(&mut ebpf, &tcp4(BANNED4, 110, 5, 0)).unwrap(),
+        xdp_verdict(&ebpf, &tcp4(BANNED4, 110, 5, 0)),
         XDP_DROP,
         "banned -> 110"
     );
     assert_eq!(
-        run(&mut ebpf, &tcp4(BANNED4, 25, 5, 0)).unwrap(),
+        xdp_verdict(&ebpf, &tcp4(BANNED4, 25, 5, 0)),
         XDP_PASS,
         "banned -> 25"
     );
     assert_eq!(
-        run(&mut ebpf, &tcp4(OTHER4, 110, 5, 0)).unwrap(),
+        xdp_verdict(&ebpf, &tcp4(OTHER4, 110, 5, 0)),
         XDP_PASS,
         "other -> 110"
     );
     assert_eq!(
-        run(&mut ebpf, &udp4(BANNED4, 110)).unwrap(),
+        xdp_verdict(&ebpf, &udp4(BANNED4, 110)),
         XDP_PASS,
         "UDP is not judged"
     );
     // IPv4 options: the TCP header sits after ihl*4 bytes.
     assert_eq!(
-        run(&mut ebpf, &tcp4(BANNED4, 110, 15, 0)).unwrap(),
+        xdp_verdict(&ebpf, &tcp4(BANNED4, 110, 15, 0)),
         XDP_DROP,
         "ihl=15"
     );
     assert_eq!(
-        run(&mut ebpf, &tcp4(BANNED4, 25, 8, 0)).unwrap(),
+        xdp_verdict(&ebpf, &tcp4(BANNED4, 25, 8, 0)),
         XDP_PASS,
         "ihl=8 port 25"
     );
     // A first fragment carries the TCP header and is judged; later ones are not.
     assert_eq!(
-        run(&mut ebpf, &tcp4(BANNED4, 110, 5, 0x2000)).unwrap(),
+        xdp_verdict(&ebpf, &tcp4(BANNED4, 110, 5, 0x2000)),
         XDP_DROP,
         "first fragment"
     );
     assert_eq!(
-        run(&mut ebpf, &tcp4(BANNED4, 110, 5, 0x0010)).unwrap(),
+        xdp_verdict(&ebpf, &tcp4(BANNED4, 110, 5, 0x0010)),
         XDP_PASS,
         "later fragment"
     );
@@ -138,12 +119,12 @@ fn ipv4_ban_drops_only_its_ports_and_counts() {
 #[test]
 fn expiry_permanent_and_all_ports() {
     require_root!("expiry_permanent_and_all_ports");
-    let mut ebpf = load();
+    let mut ebpf = load_xdp();
     let mut expired = pop3_for_1h();
     expired.expires_ns = 1; // long past on the boot clock
     ban4(&mut ebpf, BANNED4, expired);
     assert_eq!(
-        run(&mut ebpf, &tcp4(BANNED4, 110, 5, 0)).unwrap(),
+        xdp_verdict(&ebpf, &tcp4(BANNED4, 110, 5, 0)),
         XDP_PASS,
         "expired ban"
     );
@@ -154,7 +135,7 @@ fn expiry_permanent_and_all_ports() {
         ban_value(&PortSet::Only(vec![110]), None),
     );
     assert_eq!(
-        run(&mut ebpf, &tcp4(BANNED4, 110, 5, 0)).unwrap(),
+        xdp_verdict(&ebpf, &tcp4(BANNED4, 110, 5, 0)),
         XDP_DROP,
         "permanent"
     );
@@ -166,7 +147,7 @@ fn expiry_permanent_and_all_ports() {
     );
     for port in [25, 110, 443, 65535] {
         assert_eq!(
-            run(&mut ebpf, &tcp4(OTHER4, port, 5, 0)).unwrap(),
+            xdp_verdict(&ebpf, &tcp4(OTHER4, port, 5, 0)),
             XDP_DROP,
             "all ports: {port}"
         );
@@ -176,18 +157,18 @@ fn expiry_permanent_and_all_ports() {
 #[test]
 fn ipv6_ban() {
     require_root!("ipv6_ban");
-    let mut ebpf = load();
+    let mut ebpf = load_xdp();
     ban6(&mut ebpf, BANNED6, pop3_for_1h());
     let mut other = BANNED6;
     other[15] = 0x26;
-    assert_eq!(run(&mut ebpf, &tcp6(BANNED6, 110)).unwrap(), XDP_DROP);
-    assert_eq!(run(&mut ebpf, &tcp6(BANNED6, 25)).unwrap(), XDP_PASS);
-    assert_eq!(run(&mut ebpf, &tcp6(other, 110)).unwrap(), XDP_PASS);
+    assert_eq!(xdp_verdict(&ebpf, &tcp6(BANNED6, 110)), XDP_DROP);
+    assert_eq!(xdp_verdict(&ebpf, &tcp6(BANNED6, 25)), XDP_PASS);
+    assert_eq!(xdp_verdict(&ebpf, &tcp6(other, 110)), XDP_PASS);
     let mut expired = pop3_for_1h();
     expired.expires_ns = 1;
     ban6(&mut ebpf, other, expired);
     assert_eq!(
-        run(&mut ebpf, &tcp6(other, 110)).unwrap(),
+        xdp_verdict(&ebpf, &tcp6(other, 110)),
         XDP_PASS,
         "expired v6 ban"
     );
@@ -197,7 +178,7 @@ fn ipv6_ban() {
 #[test]
 fn truncated_frames_pass_at_every_length() {
     require_root!("truncated_frames_pass_at_every_length");
-    let mut ebpf = load();
+    let mut ebpf = load_xdp();
     ban4(&mut ebpf, BANNED4, pop3_for_1h());
     ban6(&mut ebpf, BANNED6, pop3_for_1h());
     // The kernel refuses test frames shorter than an Ethernet header; every
@@ -210,18 +191,18 @@ fn truncated_frames_pass_at_every_length() {
     ] {
         for len in 14..full.len() {
             assert_eq!(
-                run(&mut ebpf, &full[..len]).unwrap(),
+                xdp_verdict(&ebpf, &full[..len]),
                 XDP_PASS,
                 "cut at {len} of {}",
                 full.len()
             );
         }
-        assert_eq!(run(&mut ebpf, &full).unwrap(), XDP_DROP, "whole frame");
+        assert_eq!(xdp_verdict(&ebpf, &full), XDP_DROP, "whole frame");
     }
     // Garbage: IPv4 version/ihl nonsense passes.
     let mut bad = tcp4(BANNED4, 110, 5, 0);
     bad[14] = 0x43; // ihl 3 < 5
-    assert_eq!(run(&mut ebpf, &bad).unwrap(), XDP_PASS);
+    assert_eq!(xdp_verdict(&ebpf, &bad), XDP_PASS);
     bad[14] = 0x65; // version 6 in an IPv4 EtherType
-    assert_eq!(run(&mut ebpf, &bad).unwrap(), XDP_PASS);
+    assert_eq!(xdp_verdict(&ebpf, &bad), XDP_PASS);
 }
