@@ -17,9 +17,9 @@ use std::{
 };
 
 use jailer::{
-    detect::{Filter, RegexFilter},
-    regex_cmd::scan,
-    window::FailureWindow,
+    cli::scan,
+    filter::{Filter, RegexFilter},
+    jail::FailureWindow,
 };
 
 const LINES: usize = 1_000_000;

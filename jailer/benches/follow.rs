@@ -17,14 +17,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ipnet::IpNet;
 use jailer::{
-    bpf::{BanTable, MemBanTable, XdpBanTable},
+    ban::{Ban, Listed, PortSet, Target},
     config::Config,
-    error::BpfError,
-    ports::PortSet,
+    kernel::{BanTable, BpfError, MemBanTable, XdpBanTable},
 };
-use jailer_common::BanValue;
 use tokio::sync::oneshot;
 
 /// Records when each ban reached the table.
@@ -34,7 +31,7 @@ struct Recording<T> {
 }
 
 impl<T: BanTable> BanTable for Recording<T> {
-    fn insert(&mut self, target: IpNet, ban: BanValue) -> Result<(), BpfError> {
+    fn insert(&mut self, target: Target, ban: &Ban) -> Result<(), BpfError> {
         self.inner.insert(target, ban)?;
         self.seen
             .lock()
@@ -43,13 +40,13 @@ impl<T: BanTable> BanTable for Recording<T> {
             .or_insert_with(Instant::now);
         Ok(())
     }
-    fn get(&self, target: IpNet) -> Result<Option<BanValue>, BpfError> {
-        self.inner.get(target)
+    fn entry(&self, target: Target) -> Result<Option<Listed>, BpfError> {
+        self.inner.entry(target)
     }
-    fn remove(&mut self, target: IpNet) -> Result<bool, BpfError> {
+    fn remove(&mut self, target: Target) -> Result<bool, BpfError> {
         self.inner.remove(target)
     }
-    fn list(&self) -> Result<Vec<(IpNet, BanValue)>, BpfError> {
+    fn list(&self) -> Result<Vec<Listed>, BpfError> {
         self.inner.list()
     }
     fn set_monitor(&mut self, on: bool) -> Result<(), BpfError> {

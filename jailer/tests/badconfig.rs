@@ -41,9 +41,9 @@ fn cases(corpus: &str) -> Vec<(String, usize, String)> {
 fn check(config: &Path) -> (u8, String) {
     let cli =
         Cli::try_parse_from(["jailer", "check", "--config", config.to_str().unwrap()]).unwrap();
-    match jailer::main(cli) {
+    match jailer::cli::run(cli) {
         Ok(()) => (0, String::new()),
-        Err(e) => (e.exit_code(), e.to_string()),
+        Err(e) => (e.exit_code(), jailer::error::Chain(&e).to_string()),
     }
 }
 

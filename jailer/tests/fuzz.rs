@@ -16,8 +16,7 @@ use std::{
 
 use jailer::{
     config::Config,
-    detect::{Filter, RegexFilter, Verdict},
-    timestamp::parse_timestamp,
+    filter::{Filter, RegexFilter, Verdict, timestamp::parse_timestamp},
 };
 use proptest::prelude::*;
 

@@ -22,13 +22,12 @@ use aya::{
 };
 use ipnet::IpNet;
 use jailer::{
-    admin::ban_value,
-    bpf::{BanTable, XdpBanTable},
+    ban::{Ban, Target},
     config::XdpMode,
-    ports::PortSet,
+    kernel::{BanTable, XdpBanTable},
 };
 use jailer_common::PROGRAM_NAME;
-use jailer_tests::{Pair, TempBpffs, host, load_xdp, sh, tcp4};
+use jailer_tests::{Pair, TempBpffs, ban, host, load_xdp, sh, tcp4};
 
 fn ns_per_packet(ebpf: &Ebpf, frame: &[u8]) -> f64 {
     let prog: &Xdp = ebpf.program(PROGRAM_NAME).unwrap().try_into().unwrap();
@@ -65,13 +64,18 @@ fn part_a() {
     for fill in [1u32, 10_000, 1_000_000] {
         let mut ebpf = load_xdp();
         let mut table = XdpBanTable::from_ebpf(&mut ebpf).unwrap();
-        let v = ban_value(&PortSet::Only(vec![110]), Some(Duration::from_secs(3600)));
-        table.insert(host("203.0.113.7"), v).unwrap();
-        table.insert("192.0.2.0/24".parse().unwrap(), v).unwrap();
+        let v = ban(&[110], Some(3600));
+        table.insert(host("203.0.113.7"), &v).unwrap();
+        table.insert("192.0.2.0/24".parse().unwrap(), &v).unwrap();
         // Filler bans in 10.0.0.0/8, exact, 1h each; the trie gets up to 60k
         // /24s in 172.16/12.
-        let filler: Vec<(IpNet, jailer_common::BanValue)> = (1..fill)
-            .map(|i| (IpNet::from(IpAddr::V4(((10u32 << 24) | i).into())), v))
+        let filler: Vec<(Target, Ban)> = (1..fill)
+            .map(|i| {
+                (
+                    Target::host(IpAddr::V4(((10u32 << 24) | i).into())),
+                    v.clone(),
+                )
+            })
             .collect();
         let start = Instant::now();
         assert_eq!(table.insert_many(&filler).unwrap(), filler.len());
@@ -82,7 +86,7 @@ fn part_a() {
                 24,
             )
             .unwrap();
-            table.insert(net.trunc(), v).unwrap();
+            table.insert(Target::network(net), &v).unwrap();
         }
         let ns: Vec<String> = frames
             .iter()
@@ -109,9 +113,9 @@ fn part_a() {
 /// fresh, empty maps, as the agent does at start.
 fn restore_1m() {
     let dir = tempfile::tempdir().unwrap();
-    let journal = jailer::state::Journal::new(dir.path()).unwrap();
+    let journal = jailer::state::Journal::new(dir.path());
     let now = std::time::SystemTime::now();
-    let at = jailer::clock::unix_secs(now);
+    let at = jailer::time::unix_secs(now);
     let mut text = String::with_capacity(1_000_000 * 100);
     for i in 0..1_000_000u32 {
         let a = std::net::Ipv4Addr::from((10u32 << 24) | i);
@@ -121,7 +125,7 @@ fn restore_1m() {
         ));
     }
     fs::write(dir.path().join("bans.jsonl"), text).unwrap();
-    let mut ebpf = EbpfLoader::new().load(jailer::bpf::XDP_OBJECT).unwrap();
+    let mut ebpf = EbpfLoader::new().load(jailer::kernel::XDP_OBJECT).unwrap();
     let table = XdpBanTable::from_ebpf(&mut ebpf).unwrap();
     let config = jailer::config::Config::parse(
         std::path::Path::new("/etc/jailer/jailer.toml"),
@@ -131,7 +135,7 @@ fn restore_1m() {
     let start = Instant::now();
     let replay = journal.replay(now).unwrap();
     let replayed = start.elapsed();
-    let mut engine = jailer::jail::Engine::new(config.jails, table, None);
+    let mut engine = jailer::jail::Engine::new(config.jails, table);
     let restored = engine.restore(&replay, now).unwrap();
     let total = start.elapsed();
     println!(
@@ -337,15 +341,12 @@ fn part_b() {
                 let pins = bpffs.pins();
                 let iface = net.iface.clone();
                 let mut table = net.server.run(move || {
-                    jailer::bpf::attach(&pins, &[iface], mode, 1 << 20)
+                    jailer::kernel::attach(&pins, &[iface], mode, 1 << 20)
                         .unwrap()
                         .bans
                 });
                 table
-                    .insert(
-                        host("10.194.0.2"),
-                        ban_value(&PortSet::Only(vec![110]), None),
-                    )
+                    .insert(host("10.194.0.2"), &ban(&[110], None))
                     .unwrap();
                 _bpffs = Some(bpffs);
             }

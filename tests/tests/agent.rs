@@ -10,12 +10,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use jailer::{bpf::BanTable, config::Config};
-use jailer_tests::{NsAgent, Pair, TempBpffs, host, login, pop3_server, require_root};
+use jailer::{config::Config, kernel::BanTable};
+use jailer_tests::{Pair, TempBpffs, host, login, ns_agent, pop3_server, require_root};
 
 #[test]
+#[ignore = "needs root"]
 fn failed_pop3_logins_get_the_client_dropped_by_xdp() {
-    require_root!("failed_pop3_logins_get_the_client_dropped_by_xdp");
+    require_root();
     let net = Pair::new(198);
     let (server, client, iface) = (&net.server, &net.client, net.iface.clone());
     let dir = tempfile::tempdir().unwrap();
@@ -29,7 +30,7 @@ fn failed_pop3_logins_get_the_client_dropped_by_xdp() {
     let config = agent_config(dir.path(), &log, &bpffs.pins(), &iface);
     let log_for_server = log.clone();
     server.run(move || pop3_server("[::]:110".parse().unwrap(), log_for_server));
-    let agent = NsAgent::start(server, &config, None);
+    let agent = ns_agent(server, &config, None);
     thread::sleep(Duration::from_millis(300));
 
     assert!(
@@ -42,7 +43,7 @@ fn failed_pop3_logins_get_the_client_dropped_by_xdp() {
             "attempt {i} refused"
         );
     }
-    let table = jailer::bpf::XdpBanTable::open_existing(&bpffs.pins()).unwrap();
+    let table = jailer::kernel::XdpBanTable::open_existing(&bpffs.pins()).unwrap();
     let start = Instant::now();
     while table.get(host("10.198.0.2")).unwrap().is_none() {
         assert!(

@@ -13,12 +13,10 @@ use std::{
 use std::net::{IpAddr, SocketAddr};
 
 use jailer::{
-    admin::ban_value,
-    bpf::{BanTable, XdpBanTable},
-    control::{self, Request, Response},
-    ports::PortSet,
+    agent::control::{self, Request, Response},
+    kernel::{BanTable, XdpBanTable},
 };
-use jailer_tests::{Pair, TempBpffs, append_failure, connect_from, host, require_root, serve};
+use jailer_tests::{Pair, TempBpffs, append_failure, ban, connect_from, host, require_root, serve};
 
 const BIN: &str = env!("CARGO_BIN_EXE_jailer-under-test");
 
@@ -67,8 +65,9 @@ fn total_failed(state_dir: &Path) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn kill_9_mid_stream_counts_every_line_once() {
-    require_root!("kill_9_mid_stream_counts_every_line_once");
+    require_root();
     let net = Pair::new(193);
     let bpffs = TempBpffs::new();
     let dir = tempfile::tempdir().unwrap();
@@ -122,16 +121,10 @@ fn kill_9_mid_stream_counts_every_line_once() {
     {
         let mut table = XdpBanTable::open_existing(&bpffs.pins()).unwrap();
         table
-            .insert(
-                host("10.193.0.2"),
-                ban_value(&PortSet::Only(vec![110]), None),
-            )
+            .insert(host("10.193.0.2"), &ban(&[110], None))
             .unwrap();
         table
-            .insert(
-                host("10.193.0.3"),
-                ban_value(&PortSet::Only(vec![110]), Some(Duration::from_secs(2))),
-            )
+            .insert(host("10.193.0.3"), &ban(&[110], Some(2)))
             .unwrap();
     }
     agent.kill9();

@@ -1,18 +1,17 @@
 //! Resource limits, as root: a full disk under `state_dir` and a missing
 //! bpffs. The agent keeps protecting; what it cannot do, it says.
 
-use std::{fs, io::Write, path::Path, thread, time::Duration};
+use std::{fs, io::Write, path::Path, time::Duration};
 
 use jailer::{
-    bpf::{BanTable, MemBanTable, XdpBanTable},
     config::Config,
+    kernel::{BanTable, MemBanTable, XdpBanTable},
 };
-use jailer_tests::{append_failure, host, require_root};
+use jailer_tests::{Agent, append_failure, ban, host, require_root, wait_for};
 use nix::{
     mount::{MntFlags, MsFlags, mount, umount2},
     sys::statfs::{BPF_FS_MAGIC, statfs},
 };
-use tokio::sync::oneshot;
 
 struct Mounted<'a>(&'a Path);
 
@@ -23,8 +22,9 @@ impl Drop for Mounted<'_> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_full_state_disk_does_not_stop_bans() {
-    require_root!("a_full_state_disk_does_not_stop_bans");
+    require_root();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     fs::create_dir(&state).unwrap();
@@ -33,7 +33,7 @@ fn a_full_state_disk_does_not_stop_bans() {
         &state,
         Some("tmpfs"),
         MsFlags::empty(),
-        Some("size=64k"),
+        Some("size=64k,mode=0700"),
     )
     .unwrap();
     let _mounted = Mounted(&state);
@@ -54,63 +54,38 @@ fn a_full_state_disk_does_not_stop_bans() {
     .unwrap();
     config.state_dir = state.clone();
     let table = MemBanTable::default();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let agent = {
-        let table = table.clone();
-        thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(jailer::run_agent(&config, table, async {
-                let _ = stopped.await;
-            }))
-        })
-    };
-    thread::sleep(Duration::from_millis(300));
+    let agent = Agent::start(config, table.clone());
     append_failure(&log, "203.0.113.7");
     append_failure(&log, "203.0.113.7");
-    let mut waited = 0;
-    while table.ban_on("203.0.113.7".parse().unwrap()).is_none() {
-        assert!(waited < 250, "no ban with a full state disk");
-        thread::sleep(Duration::from_millis(20));
-        waited += 1;
-    }
+    let within = Duration::from_secs(5);
+    wait_for("a ban with a full state disk", within, || {
+        table.ban_on("203.0.113.7".parse().unwrap()).is_some()
+    });
     // Space comes back: the next ban is journaled again.
     fs::remove_file(state.join("filler")).unwrap();
     append_failure(&log, "203.0.113.8");
     append_failure(&log, "203.0.113.8");
-    waited = 0;
-    while !fs::read_to_string(state.join("bans.jsonl"))
-        .unwrap_or_default()
-        .contains("203.0.113.8")
-    {
-        assert!(waited < 250, "ban not journaled once space came back");
-        thread::sleep(Duration::from_millis(20));
-        waited += 1;
-    }
-    let _ = stop.send(());
+    wait_for("the ban journaled once space came back", within, || {
+        fs::read_to_string(state.join("bans.jsonl"))
+            .unwrap_or_default()
+            .contains("203.0.113.8")
+    });
     agent
-        .join()
-        .unwrap()
+        .stop()
         .expect("the agent ran to the end despite the full disk");
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_missing_bpffs_is_mounted() {
-    require_root!("a_missing_bpffs_is_mounted");
+    require_root();
     let dir = tempfile::tempdir().unwrap();
     let pins = dir.path().join("bpf").join("jailer");
     let (mut table, created) = XdpBanTable::open(&pins).expect("mounts bpffs and pins");
     let _mounted = Mounted(&pins);
     assert!(created);
     assert_eq!(statfs(&pins).unwrap().filesystem_type(), BPF_FS_MAGIC);
-    table
-        .insert(
-            host("203.0.113.7"),
-            jailer::admin::ban_value(&jailer::ports::PortSet::All, None),
-        )
-        .unwrap();
+    table.insert(host("203.0.113.7"), &ban(&[], None)).unwrap();
     assert!(
         XdpBanTable::open_existing(&pins)
             .unwrap()
@@ -118,5 +93,5 @@ fn a_missing_bpffs_is_mounted() {
             .unwrap()
             .is_some()
     );
-    jailer::bpf::detach(&pins).unwrap();
+    jailer::kernel::detach(&pins).unwrap();
 }

@@ -12,15 +12,15 @@ use std::{
 
 use clap::Parser as _;
 use jailer::{
-    admin::{ban_value, write_ban},
-    bpf::{BanTable, XdpBanTable},
+    agent::{
+        control::{self, Request, Response},
+        status::Status,
+    },
     cli::Cli,
     config::Config,
-    control::{self, Request, Response},
-    ports::PortSet,
-    status::Status,
+    kernel::{BanTable, XdpBanTable},
 };
-use jailer_tests::{NsAgent, Pair, TempBpffs, host, login, pop3_server, require_root};
+use jailer_tests::{Pair, TempBpffs, ban, host, login, ns_agent, pop3_server, require_root};
 
 const METRICS_PORT: u16 = 19567;
 
@@ -63,8 +63,9 @@ fn wait_for(what: &str, cond: impl FnMut() -> bool) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn status_metrics_and_sighup_reload() {
-    require_root!("status_metrics_and_sighup_reload");
+    require_root();
     let net = Pair::new(197);
     let dir = tempfile::tempdir().unwrap();
     let bpffs = TempBpffs::new();
@@ -76,7 +77,7 @@ fn status_metrics_and_sighup_reload() {
     let log = dir.path().join("mail.log");
     net.server
         .run(move || pop3_server("[::]:110".parse().unwrap(), log));
-    let agent = NsAgent::start(&net.server, &config, Some(config_path.clone()));
+    let agent = ns_agent(&net.server, &config, Some(config_path.clone()));
 
     // One good login, three bad ones from .2, one blocked attempt.
     assert!(login(&net.client, "10.197.0.3", "10.197.0.1:110", "secret").unwrap());
@@ -89,18 +90,16 @@ fn status_metrics_and_sighup_reload() {
     });
     assert!(login(&net.client, "10.197.0.2", "10.197.0.1:110", "guess").is_err());
     let mut manual = XdpBanTable::open_existing(&bpffs.pins()).unwrap();
-    write_ban(
-        &mut manual,
-        host("10.197.0.9"),
-        ban_value(&PortSet::All, None),
-    )
-    .unwrap();
+    manual.insert(host("10.197.0.9"), &ban(&[], None)).unwrap();
 
     let s = status(&state_dir);
     assert_eq!(s.source, "agent");
     assert_eq!(s.interfaces.len(), 1);
     assert_eq!(
-        (s.interfaces[0].name.as_str(), s.interfaces[0].mode.as_str()),
+        (
+            s.interfaces[0].name.as_str(),
+            s.interfaces[0].mode.to_string().as_str()
+        ),
         (net.iface.as_str(), "generic")
     );
     let j = &s.jails[0];
@@ -125,7 +124,7 @@ fn status_metrics_and_sighup_reload() {
         packets.dropped_v4 >= 1,
         "the blocked attempt was dropped: {packets:?}"
     );
-    let text = jailer::status::render(&s, None);
+    let text = jailer::cli::render_status(&s, None);
     assert!(
         text.contains("Total failed:\t3") && text.contains("Banned IP list:\t10.197.0.2"),
         "{text}"
@@ -199,7 +198,7 @@ fn status_metrics_and_sighup_reload() {
         table.get(host("10.197.0.5")).unwrap().is_some()
     });
     let v = table.get(host("10.197.0.5")).unwrap().unwrap();
-    assert!(v.covers_port(143) && !v.covers_port(110));
+    assert!(v.ports.contains(143) && !v.ports.contains(110));
 
     // `jailer reload` through the socket answers with the jails.
     match control::ask(&state_dir, &Request::Reload).unwrap() {
@@ -213,7 +212,7 @@ fn status_metrics_and_sighup_reload() {
         "socket removed at exit"
     );
     // With the agent gone, status still answers from the maps.
-    let s4 = jailer::status::from_maps(&Config::load(&config_path).unwrap()).unwrap();
+    let s4 = jailer::agent::status::from_maps(&Config::load(&config_path).unwrap()).unwrap();
     assert_eq!(s4.source, "maps");
     assert_eq!(s4.bans_in_maps, 3);
     assert_eq!(
@@ -233,18 +232,21 @@ fn check_refuses_a_broken_config_with_file_line_and_key() {
     let path = dir.path().join("jailer.toml");
     fs::write(&path, "[jails.vpopmail]\nfilter = \"vpopmail\"\nlogpath = \"/var/log/mail.log\"\nbantime = \"forever\"\n").unwrap();
     let cli = Cli::try_parse_from(["jailer", "check", "--config", path.to_str().unwrap()]).unwrap();
-    let err = jailer::main(cli).unwrap_err();
-    let msg = err.to_string();
+    let err = jailer::cli::run(cli).unwrap_err();
+    let msg = jailer::error::Chain(&err).to_string();
     assert_eq!(err.exit_code(), 2);
     assert!(msg.starts_with(&format!("{}:4:", path.display())), "{msg}");
     assert!(msg.contains("bantime: invalid duration `forever`"), "{msg}");
     assert!(!msg.contains('\n'), "one line: {msg}");
 
+    // What `run` needs and nothing else: an interface that exists, a log
+    // directory that exists, bpffs and state_dir apart.
+    let d = dir.path().display();
     fs::write(
         &path,
-        "[jails.vpopmail]\nfilter = \"vpopmail\"\nlogpath = \"/var/log/mail.log\"\n",
+        format!("interface = \"lo\"\nbpffs = \"{d}/bpf\"\nstate_dir = \"{d}/state\"\n[jails.vpopmail]\nfilter = \"vpopmail\"\nlogpath = \"{d}/mail.log\"\n"),
     )
     .unwrap();
     let cli = Cli::try_parse_from(["jailer", "check", "--config", path.to_str().unwrap()]).unwrap();
-    jailer::main(cli).expect("a good config passes");
+    jailer::cli::run(cli).expect("a good config passes");
 }

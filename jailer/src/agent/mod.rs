@@ -1,0 +1,501 @@
+//! The agent on top of the pipeline: it owns the tasks and the one loop
+//! that drives the jail engine. Followers send line batches; the loop
+//! matches, counts, bans, journals, lifts expired bans, saves state, answers
+//! the control socket and metrics, and reloads on SIGHUP. One owner for all
+//! mutable state: no locks.
+
+pub mod control;
+pub mod metrics;
+mod reload;
+pub mod status;
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    future::Future,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::{Notify, mpsc},
+    task::JoinHandle,
+};
+use tracing::{info, warn};
+
+use self::{
+    control::{Call, Request, Response},
+    metrics::Histogram,
+    status::{InterfaceStatus, JailStatus, LogStatus, Status},
+};
+use crate::{
+    config::{Config, XdpAction},
+    error::{Chain, Error},
+    host,
+    jail::Engine,
+    kernel::{self, AttachMode, Attached, BanTable},
+    source::{DirWatcher, Follower, LogBatch, SourceError, follow},
+    state::{self, AgentLock, Journal, Snapshot},
+};
+
+/// How often positions and windows are saved, and the journal synced,
+/// while lines flow.
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
+/// Batches in flight between the followers and the loop: with
+/// `source::BATCH_BYTES` each, a bound on what a log burst can hold.
+const BATCHES_IN_FLIGHT: usize = 8;
+
+/// What the caller of [`run_agent_with`] tells the agent about its setting.
+#[derive(Debug, Default)]
+pub struct AgentOptions {
+    /// Re-read on SIGHUP and `jailer reload`; `None` refuses reloads.
+    pub config_path: Option<PathBuf>,
+    /// Attach to added interfaces and detach from removed ones on reload
+    /// (the `run` command; tests attach on their own).
+    pub manage_xdp: bool,
+    /// Interfaces and the mode each was attached in.
+    pub attached: Vec<Attached>,
+    /// The state directory's lock, when the caller took it before
+    /// attaching; otherwise the agent takes it.
+    pub lock: Option<AgentLock>,
+    /// Told once every log is open at its starting position and the control
+    /// socket answers: lines appended from then on are read.
+    pub ready: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// [`run_agent_with`] with no reload, no XDP management.
+pub async fn run_agent<T: BanTable + 'static>(
+    config: &Config,
+    table: T,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    run_agent_with(config, table, shutdown, AgentOptions::default()).await
+}
+
+/// A followed log: its task, and how to wake it.
+struct Followed {
+    task: JoinHandle<()>,
+    wake: Arc<Notify>,
+}
+
+struct Agent<T: BanTable> {
+    config: Config,
+    options: AgentOptions,
+    engine: Engine<T>,
+    journal: Journal,
+    /// Records appended since the journal was last synced to disk.
+    unsynced: bool,
+    snapshot: Snapshot,
+    /// Jail indexes per followed log.
+    path_jails: HashMap<PathBuf, Vec<usize>>,
+    followers: HashMap<PathBuf, Followed>,
+    watcher: Option<DirWatcher>,
+    batches: mpsc::Sender<LogBatch>,
+    lines_read: BTreeMap<PathBuf, u64>,
+    started: Instant,
+    latency: Histogram,
+    evictions_reported: u64,
+    /// ifindex of each configured interface when last checked (`None`: absent).
+    ifindexes: HashMap<String, Option<u32>>,
+}
+
+/// Runs the agent until `shutdown` resolves.
+pub async fn run_agent_with<T: BanTable + 'static>(
+    config: &Config,
+    table: T,
+    shutdown: impl Future<Output = ()>,
+    mut options: AgentOptions,
+) -> Result<(), Error> {
+    state::prepare_state_dir(&config.state_dir)?;
+    let _lock = match options.lock.take() {
+        Some(lock) => lock,
+        None => AgentLock::acquire(&config.state_dir)?,
+    };
+    let now = SystemTime::now();
+    let journal = Journal::new(&config.state_dir);
+    let replay = match journal.compact(now) {
+        Ok(replay) => replay,
+        Err(e) => {
+            warn!(error = %Chain(&e), "compacting the ban journal failed; reading it as it is");
+            journal.replay(now)?
+        }
+    };
+    let mut table = table;
+    let monitor = config.xdp_action == XdpAction::Monitor;
+    table.set_monitor(monitor)?;
+    if monitor {
+        info!("monitor mode: bans count would-be drops and drop nothing");
+    }
+    for jail in &config.jails {
+        table.protect(&jail.ports)?;
+    }
+    let mut engine = Engine::new(config.jails.clone(), table);
+    engine.set_own_addresses(host::own_addresses());
+    let restored = engine.restore(&replay, now)?;
+    if restored > 0 {
+        info!(count = restored, "bans restored from the journal");
+    }
+    drop(replay);
+    let mut snapshot = Snapshot::load(&config.state_dir)?;
+    engine.import_windows(std::mem::take(&mut snapshot.windows));
+
+    let (calls_tx, mut calls) = mpsc::channel::<Call>(16);
+    let metrics_task = match config.metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::Io {
+                    path: PathBuf::from(format!("metrics_listen {addr}")),
+                    source,
+                })?;
+            info!(%addr, "serving Prometheus metrics on /metrics");
+            Some(tokio::spawn(metrics::serve(listener, calls_tx.clone())))
+        }
+        None => None,
+    };
+
+    let (batches, mut rx) = mpsc::channel(BATCHES_IN_FLIGHT);
+    let mut agent = Agent {
+        config: config.clone(),
+        options,
+        engine,
+        journal,
+        unsynced: false,
+        snapshot,
+        path_jails: HashMap::new(),
+        followers: HashMap::new(),
+        watcher: None,
+        batches,
+        lines_read: BTreeMap::new(),
+        started: Instant::now(),
+        latency: Histogram::default(),
+        evictions_reported: 0,
+        ifindexes: HashMap::new(),
+    };
+    agent.note_interfaces();
+    let watcher = agent.watch(&agent.log_jails(&agent.config))?;
+    agent.follow_logs(watcher);
+    // Bound last: a socket that answers means the logs are followed.
+    let control_task = match control::bind(&config.state_dir) {
+        Ok(listener) => Some(tokio::spawn(control::serve(listener, calls_tx))),
+        Err(e) => {
+            warn!(error = %Chain(&e), "no control socket: `jailer status` and `jailer reload` will not reach this agent");
+            None
+        }
+    };
+    if let Some(ready) = agent.options.ready.take() {
+        let _ = ready.send(());
+    }
+
+    let mut hangup = signal(SignalKind::hangup()).map_err(|source| Error::Io {
+        path: "SIGHUP handler".into(),
+        source,
+    })?;
+    tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(SNAPSHOT_EVERY);
+    let mut dirty = false;
+    loop {
+        let next_expiry = agent.engine.next_expiry().map(|t| {
+            tokio::time::Instant::now()
+                + t.duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO)
+        });
+        tokio::select! {
+            batch = rx.recv() => {
+                let Some(batch) = batch else { break };
+                dirty |= agent.handle(batch);
+            }
+            () = async {
+                match next_expiry {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                agent.engine.expire(SystemTime::now());
+            }
+            _ = tick.tick() => {
+                if dirty {
+                    agent.save();
+                    dirty = false;
+                }
+                agent.sync_journal();
+                agent.report_evictions();
+                agent.check_interfaces();
+                agent.engine.set_own_addresses(host::own_addresses());
+            }
+            Some((request, reply)) = calls.recv() => {
+                let response = agent.answer(request);
+                let _ = reply.send(response);
+            }
+            _ = hangup.recv() => {
+                info!("SIGHUP: reloading the configuration");
+                let _ = agent.reload();
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    for followed in agent.followers.values() {
+        followed.task.abort();
+    }
+    for task in [control_task, metrics_task].into_iter().flatten() {
+        task.abort();
+    }
+    // Ours to remove: we hold the state directory's lock.
+    let _ = std::fs::remove_file(control::socket_path(&agent.config.state_dir));
+    agent.save();
+    agent.sync_journal();
+    Ok(())
+}
+
+impl<T: BanTable> Agent<T> {
+    /// Jail indexes per log path of `config`.
+    fn log_jails(&self, config: &Config) -> HashMap<PathBuf, Vec<usize>> {
+        let mut path_jails: HashMap<PathBuf, Vec<usize>> = HashMap::new();
+        for (i, jail) in config.jails.iter().enumerate() {
+            for path in &jail.logpaths {
+                path_jails.entry(path.clone()).or_default().push(i);
+            }
+        }
+        path_jails
+    }
+
+    /// inotify on the directories of `logs`, with a wake-up per log (the
+    /// followers already running keep theirs). Fallible, and done before
+    /// anything changes, so a reload that cannot watch changes nothing.
+    fn watch(
+        &self,
+        logs: &HashMap<PathBuf, Vec<usize>>,
+    ) -> Result<(DirWatcher, HashMap<PathBuf, Arc<Notify>>), Error> {
+        let wakes: HashMap<PathBuf, Arc<Notify>> = logs
+            .keys()
+            .map(|p| {
+                let wake = self
+                    .followers
+                    .get(p)
+                    .map_or_else(|| Arc::new(Notify::new()), |f| f.wake.clone());
+                (p.clone(), wake)
+            })
+            .collect();
+        let list: Vec<(PathBuf, Arc<Notify>)> =
+            wakes.iter().map(|(p, w)| (p.clone(), w.clone())).collect();
+        let watcher = DirWatcher::new(&list).map_err(|source| SourceError::Watch {
+            path: list.first().map(|(p, _)| p.clone()).unwrap_or_default(),
+            source,
+        })?;
+        Ok((watcher, wakes))
+    }
+
+    /// Starts a follower for each log not yet followed, stops those of logs
+    /// no jail names any more, and installs the new watcher. Infallible: the
+    /// fallible part is [`Agent::watch`].
+    fn follow_logs(&mut self, (watcher, wakes): (DirWatcher, HashMap<PathBuf, Arc<Notify>>)) {
+        let path_jails = self.log_jails(&self.config);
+        self.followers.retain(|path, followed| {
+            let keep = path_jails.contains_key(path);
+            if !keep {
+                followed.task.abort();
+                info!(log = %path.display(), "no longer followed");
+            }
+            keep
+        });
+        for (path, wake) in wakes {
+            if self.followers.contains_key(&path) {
+                continue;
+            }
+            let follower = Follower::open(&path, self.snapshot.positions.get(&path).copied());
+            let task = tokio::spawn(follow(follower, wake.clone(), self.batches.clone()));
+            self.followers.insert(path, Followed { task, wake });
+        }
+        self.watcher = Some(watcher);
+        for (path, jails) in &path_jails {
+            let names: Vec<&str> = jails
+                .iter()
+                .map(|&i| self.config.jails[i].name.as_str())
+                .collect();
+            info!(log = %path.display(), jails = %names.join(","), "following");
+        }
+        // Wake every follower once: a reload may have added a jail to a log
+        // that has unread lines.
+        self.followers.values().for_each(|f| f.wake.notify_one());
+        self.path_jails = path_jails;
+    }
+
+    /// Runs a batch through its jails and journals the bans it made;
+    /// `true` when a position moved.
+    fn handle(&mut self, batch: LogBatch) -> bool {
+        let Some(jails) = self.path_jails.get(&batch.source) else {
+            return false; // a log dropped by a reload
+        };
+        let now = SystemTime::now();
+        for line in batch.lines.iter() {
+            for _event in self.engine.handle_line(jails, line, now) {
+                // From reading the line to the map write, monotonic.
+                self.latency.observe(batch.read_at.elapsed());
+            }
+        }
+        let records = self.engine.take_records();
+        if let Err(e) = self.journal.append(&records, false) {
+            warn!(error = %Chain(&e), bans = records.len(), "bans are enforced but could not be journaled; they will not survive a reboot");
+        }
+        self.unsynced |= !records.is_empty();
+        *self.lines_read.entry(batch.source.clone()).or_default() += batch.lines.len() as u64;
+        match batch.position {
+            Some(pos) => {
+                self.snapshot.positions.insert(batch.source, pos);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Group commit: bans of the last second reach the disk together.
+    fn sync_journal(&mut self) {
+        if std::mem::take(&mut self.unsynced)
+            && let Err(e) = self.journal.sync()
+        {
+            warn!(error = %Chain(&e), "syncing the ban journal failed");
+        }
+    }
+
+    fn save(&mut self) {
+        self.snapshot.windows = self.engine.export_windows();
+        if let Err(e) = self.snapshot.save(&self.config.state_dir) {
+            warn!(error = %Chain(&e), "saving log positions failed; a restart may re-read or skip lines");
+        }
+    }
+
+    fn note_interfaces(&mut self) {
+        self.ifindexes = self
+            .config
+            .interfaces
+            .iter()
+            .map(|i| (i.clone(), nix::net::if_::if_nametoindex(i.as_str()).ok()))
+            .collect();
+    }
+
+    /// An interface removed and added again is a new device: its old XDP
+    /// link died with it. Seen on the next tick, it gets the program again.
+    fn check_interfaces(&mut self) {
+        if !self.options.manage_xdp {
+            return;
+        }
+        let mut returned = false;
+        for iface in &self.config.interfaces {
+            let now = nix::net::if_::if_nametoindex(iface.as_str()).ok();
+            let before = self.ifindexes.get(iface).copied().flatten();
+            if now == before {
+                continue;
+            }
+            match now {
+                None => warn!(%iface, "interface gone; XDP is attached again when it returns"),
+                Some(_) => {
+                    info!(%iface, "interface (re)appeared; attaching XDP");
+                    returned = true;
+                }
+            }
+            self.ifindexes.insert(iface.clone(), now);
+        }
+        if returned {
+            let present: Vec<String> = self
+                .config
+                .interfaces
+                .iter()
+                .filter(|i| self.ifindexes.get(*i).copied().flatten().is_some())
+                .cloned()
+                .collect();
+            match kernel::attach(
+                &self.config.bpffs,
+                &present,
+                self.config.xdp_mode,
+                self.config.max_bans,
+            ) {
+                Ok(datapath) => self.options.attached = datapath.attached,
+                Err(e) => {
+                    warn!(error = %Chain(&e), "re-attaching XDP failed; retrying when the interface changes again")
+                }
+            }
+        }
+    }
+
+    fn report_evictions(&mut self) {
+        let total = self.engine.evictions();
+        if total > self.evictions_reported {
+            warn!(
+                evicted = total - self.evictions_reported,
+                total, "failure windows evicted: more failing addresses than a jail tracks"
+            );
+            self.evictions_reported = total;
+        }
+    }
+
+    fn answer(&mut self, request: Request) -> Response {
+        match request {
+            Request::Status => Response::Status {
+                status: self.status(),
+            },
+            Request::Metrics => Response::Metrics {
+                text: metrics::render(&self.status(), self.engine.unbans(), &self.latency),
+            },
+            Request::Reload => match self.reload() {
+                Ok(jails) => Response::Reloaded { jails },
+                Err(e) => Response::Error {
+                    message: Chain(&e).to_string(),
+                },
+            },
+        }
+    }
+
+    fn status(&self) -> Status {
+        let interfaces = if self.options.attached.is_empty() {
+            status::interfaces(&self.config.bpffs)
+        } else {
+            self.options
+                .attached
+                .iter()
+                .map(|a| InterfaceStatus {
+                    name: a.iface.clone(),
+                    mode: match self.ifindexes.get(&a.iface) {
+                        Some(None) => AttachMode::Missing,
+                        _ => a.mode,
+                    },
+                })
+                .collect()
+        };
+        let in_force = status::bans_in_force(self.engine.table()).unwrap_or_else(|e| {
+            warn!(error = %Chain(&e), "listing the ban maps failed");
+            HashSet::new()
+        });
+        let jails = self
+            .engine
+            .jail_report(&in_force)
+            .into_iter()
+            .map(|(name, stats, failing, banned)| JailStatus {
+                name,
+                currently_failed: Some(failing as u64),
+                total_failed: Some(stats.total_failed),
+                currently_banned: banned.len() as u64,
+                total_banned: Some(stats.total_banned),
+                ban_errors: Some(stats.ban_errors),
+                banned: banned.iter().map(ToString::to_string).collect(),
+            })
+            .collect();
+        Status {
+            source: "agent".into(),
+            uptime_secs: Some(self.started.elapsed().as_secs()),
+            interfaces,
+            packets: kernel::packet_stats(&self.config.bpffs),
+            logs: self
+                .path_jails
+                .keys()
+                .map(|p| LogStatus {
+                    path: p.display().to_string(),
+                    lines: self.lines_read.get(p).copied().unwrap_or(0),
+                })
+                .collect(),
+            jails,
+            bans_in_maps: in_force.len(),
+            window_evictions: Some(self.engine.evictions()),
+        }
+    }
+}

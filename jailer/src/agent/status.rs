@@ -1,0 +1,127 @@
+//! What `jailer status` reports — fail2ban-client status's per-jail failure
+//! and ban counts and banned list, plus interfaces, attach mode, lines read
+//! per log, packets dropped and uptime — gathered by the running agent, or,
+//! when it is down, from the maps and the journal.
+
+use std::{collections::HashSet, path::Path, time::SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    ban::Target,
+    config::Config,
+    error::Error,
+    kernel::{self, AttachMode, BanTable, PacketStats, XdpBanTable},
+    state::Journal,
+};
+
+/// Everything `status` reports.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// `agent` when the running agent answered, `maps` when it did not.
+    pub source: String,
+    /// Seconds since the agent started (agent only).
+    pub uptime_secs: Option<u64>,
+    pub interfaces: Vec<InterfaceStatus>,
+    /// Per-CPU counters summed; `None` when no maps are pinned.
+    pub packets: Option<PacketStats>,
+    /// Lines read per log file (agent only).
+    pub logs: Vec<LogStatus>,
+    pub jails: Vec<JailStatus>,
+    /// Bans in force in the kernel maps, all jails and manual ones.
+    pub bans_in_maps: usize,
+    /// Failure windows evicted to bound memory (agent only).
+    pub window_evictions: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InterfaceStatus {
+    pub name: String,
+    /// `driver`, `generic`, `unknown`, or `missing` (the interface is gone;
+    /// the agent attaches again when it returns).
+    pub mode: AttachMode,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogStatus {
+    pub path: String,
+    pub lines: u64,
+}
+
+/// fail2ban-client's jail status, word for word.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JailStatus {
+    pub name: String,
+    /// Addresses with failures in their window (agent only).
+    pub currently_failed: Option<u64>,
+    /// Failures counted since the agent started (agent only).
+    pub total_failed: Option<u64>,
+    pub currently_banned: u64,
+    /// Bans set since the agent started (agent only).
+    pub total_banned: Option<u64>,
+    /// Bans that could not be written (a full map), since start (agent only).
+    #[serde(default)]
+    pub ban_errors: Option<u64>,
+    /// Addresses, or networks (CIDR) for prefix bans.
+    pub banned: Vec<String>,
+}
+
+/// Targets of the bans in force: one batch listing, no syscall per ban.
+pub fn bans_in_force(table: &dyn BanTable) -> Result<HashSet<Target>, Error> {
+    let now = SystemTime::now();
+    Ok(table
+        .list()?
+        .into_iter()
+        .filter(|l| l.ban.expiry.is_active(now))
+        .map(|l| l.target)
+        .collect())
+}
+
+/// Interfaces with a pinned link; an interface that vanished says so.
+pub fn interfaces(bpffs: &Path) -> Vec<InterfaceStatus> {
+    kernel::attached_interfaces(bpffs)
+        .into_iter()
+        .map(|name| InterfaceStatus {
+            mode: if nix::net::if_::if_nametoindex(name.as_str()).is_ok() {
+                AttachMode::of(&name)
+            } else {
+                AttachMode::Missing
+            },
+            name,
+        })
+        .collect()
+}
+
+/// Status from the maps and the journal alone (the agent is not running).
+pub fn from_maps(config: &Config) -> Result<Status, Error> {
+    let table = XdpBanTable::open_existing(&config.bpffs)?;
+    let in_force = bans_in_force(&table)?;
+    let replay = Journal::new(&config.state_dir).replay(SystemTime::now())?;
+    let jails = config
+        .jails
+        .iter()
+        .map(|j| {
+            let mut banned: Vec<Target> = replay
+                .bans
+                .iter()
+                .filter(|(target, e)| replay.jail(e) == j.name && in_force.contains(target))
+                .map(|(target, _)| *target)
+                .collect();
+            banned.sort();
+            JailStatus {
+                name: j.name.clone(),
+                currently_banned: banned.len() as u64,
+                banned: banned.iter().map(Target::to_string).collect(),
+                ..JailStatus::default()
+            }
+        })
+        .collect();
+    Ok(Status {
+        source: "maps".into(),
+        interfaces: interfaces(&config.bpffs),
+        packets: kernel::packet_stats(&config.bpffs),
+        jails,
+        bans_in_maps: in_force.len(),
+        ..Status::default()
+    })
+}

@@ -1,0 +1,274 @@
+//! The command line: fail2ban's words, one subcommand per job, one file per
+//! subcommand. [`main`] is the whole binary; [`run`] dispatches a parsed
+//! command line (tests call it too).
+
+mod args;
+mod ban;
+mod check;
+mod detach;
+mod docs;
+mod list;
+mod regex;
+mod reload;
+mod run;
+mod status;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tracing_subscriber::{EnvFilter, fmt};
+
+pub use self::{
+    ban::lockout_risk,
+    list::{BanRow, active_bans, format_table},
+    regex::{Summary, scan},
+    status::render as render_status,
+};
+use crate::{
+    ban::Target,
+    config::DEFAULT_CONFIG,
+    error::{Chain, Error},
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "jailer",
+    version,
+    about = "fail2ban for busy mail servers: bans from the mail log, enforced by XDP in the NIC driver",
+    long_about = "jailer follows your mail logs like fail2ban (jails, filters, failregex, <HOST>, \
+maxretry, findtime, bantime, ignoreip) and bans offenders by writing their address into kernel \
+maps that an XDP program consults for every packet: banned hosts' packets to the jail's ports are \
+dropped before the kernel allocates anything. No iptables, no route entries.\n\n\
+Typical use:\n  jailer check --config /etc/jailer/jailer.toml    validate before starting\n  \
+jailer run --config /etc/jailer/jailer.toml      start the agent\n  \
+jailer ban 203.0.113.7 --time 1d                ban by hand (pop3 by default)\n  \
+jailer list                                      what is banned, for how long, drops\n  \
+jailer status                                    per-jail failures and bans\n  \
+jailer regex /var/log/mail.log vpopmail          test a filter on a log, like fail2ban-regex\n  \
+bpftool map dump pinned /sys/fs/bpf/jailer/BANS_V4   the raw kernel map"
+)]
+pub struct Cli {
+    /// Configuration file (TOML). ban/unban/list/detach only need `bpffs` and
+    /// `state_dir` from it, and fall back to defaults when the default file is absent.
+    #[arg(long, short, global = true, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+
+    /// Log format of the agent's own messages.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Attach the XDP program and follow the jails' logs, banning offenders.
+    ///
+    /// Restarting reuses the pinned maps and link: bans stay enforced while
+    /// the agent is down, and expired bans lapse in the kernel on their own.
+    Run,
+    /// Ban an address by hand (works whether or not the agent runs).
+    ///
+    /// Refuses, unless --force, what would lock out the server or everyone:
+    /// /0 networks, loopback, unspecified, broadcast and multicast
+    /// addresses, and this host's own addresses.
+    Ban(BanArgs),
+    /// Lift a ban (or every ban with --all).
+    Unban(UnbanArgs),
+    /// Show bans in force: address, ports, time left, packets dropped.
+    List {
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Detach the XDP program from every interface and remove its pins.
+    Detach,
+    /// Test a filter against a log file or a single line, like fail2ban-regex.
+    Regex(RegexArgs),
+    /// Per-jail failures and bans, interfaces, packets dropped (like
+    /// fail2ban-client status). Asks the running agent, else reads the maps.
+    Status {
+        /// Only this jail.
+        jail: Option<String>,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate the configuration as `run` would, without attaching anything
+    /// (like fail2ban-client -t): what `check` accepts, `run` starts with.
+    Check,
+    /// Make the running agent re-read its configuration (same as SIGHUP):
+    /// jails added or removed, no ban dropped, no log line lost. All or
+    /// nothing: a refused reload changes nothing.
+    Reload,
+    /// Print a shell completion script: jailer completions bash > /etc/bash_completion.d/jailer
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): jailer man > /usr/local/share/man/man8/jailer.8
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct BanArgs {
+    /// IPv4 or IPv6 address, or a network: 203.0.113.0/24, 2001:db8:1::/48.
+    #[arg(value_parser = args::target)]
+    pub target: Target,
+    /// Port to close, by number or name (pop3, pop3s, imap, imaps, smtp,
+    /// submission, smtps, sieve) or `all`; repeat for several, or 110,995.
+    #[arg(long, short, value_name = "PORT", default_value = "pop3", value_parser = args::port)]
+    pub port: Vec<String>,
+    /// How long: seconds or 10m, 1h, 1d, 1w (at most 10 years); or `permanent`.
+    #[arg(long, short, value_name = "DURATION", default_value = "1h",
+          value_parser = args::bantime, allow_hyphen_values = true)]
+    pub time: args::Bantime,
+    /// Count the packets this ban would drop (see `list`) but let them pass.
+    #[arg(long)]
+    pub monitor: bool,
+    /// Ban even what would lock out the server or everyone (see above).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("what").required(true))]
+pub struct UnbanArgs {
+    /// IPv4 or IPv6 address, or a network banned as such.
+    #[arg(group = "what", value_parser = args::target)]
+    pub target: Option<Target>,
+    /// Remove every ban.
+    #[arg(long, group = "what")]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RegexArgs {
+    /// A log file, or a single log line (text with spaces).
+    pub log: String,
+    /// A built-in filter (`vpopmail`) or a fail2ban-style filter file.
+    pub filter: String,
+    /// One JSON object per matched line, then a summary object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<(), Error> {
+    let config = cli.config;
+    match cli.command {
+        Command::Run => run::run(&config),
+        Command::Check => check::run(&config),
+        Command::Ban(args) => ban::ban(&config, &args),
+        Command::Unban(args) => ban::unban(&config, &args),
+        Command::List { json } => list::run(&config, json),
+        Command::Status { jail, json } => status::run(&config, jail.as_deref(), json),
+        Command::Reload => reload::run(&config),
+        Command::Detach => detach::run(&config),
+        Command::Regex(args) => regex::run(&args),
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man => docs::man(),
+    }
+}
+
+/// Fails with a clear message unless root: the maps, the bpffs directory
+/// and the control socket are root's.
+fn require_root(what: &str) -> Result<(), Error> {
+    if nix::unistd::geteuid().is_root() {
+        Ok(())
+    } else {
+        Err(Error::Usage(format!(
+            "`jailer {what}` needs root (the ban maps, bpffs and the agent's socket are root's): run it with sudo"
+        )))
+    }
+}
+
+/// Writes command output; `jailer list | head` must end quietly, not panic.
+fn print(text: &str) -> Result<(), Error> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.map_err(|source| Error::Io {
+            path: "stdout".into(),
+            source,
+        }),
+    }
+}
+
+/// The `jailer` binary: parse, set up logging, run, map the result to an
+/// exit status (2: fix your input; 1: the system failed).
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        // `jailer regex ... | head`: the reader left, we are done.
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("jailer: {}", Chain(&err));
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn config_is_global_and_ban_has_defaults() {
+        let cli =
+            Cli::try_parse_from(["jailer", "ban", "203.0.113.7", "--config", "/x.toml"]).unwrap();
+        assert_eq!(cli.config, PathBuf::from("/x.toml"));
+        let Command::Ban(b) = cli.command else {
+            panic!("not ban")
+        };
+        assert_eq!(b.port, ["pop3"]);
+        assert_eq!(b.time, args::Bantime(Some(Duration::from_secs(3600))));
+        assert!(
+            Cli::try_parse_from(["jailer", "unban"]).is_err(),
+            "unban needs an IP or --all"
+        );
+        assert!(Cli::try_parse_from(["jailer", "unban", "1.2.3.4", "--all"]).is_err());
+    }
+
+    #[test]
+    fn bad_values_are_refused_by_the_parser_with_the_reason() {
+        let e = Cli::try_parse_from(["jailer", "ban", "1.2.3.4", "--time", "-5"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("invalid duration `-5`"), "{e}");
+        let e = Cli::try_parse_from(["jailer", "ban", "1.2.3.400"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is not an address or CIDR network"), "{e}");
+        let e = Cli::try_parse_from(["jailer", "ban", "1.2.3.4", "--port", "gopher"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown port `gopher`"), "{e}");
+    }
+}

@@ -1,0 +1,483 @@
+//! The configuration file: fail2ban's words in TOML, validated once into a
+//! [`Config`] (compiled filters, durations, networks), so nothing past this
+//! point has to second-guess a value. [`Config::load_for_run`] is the one
+//! gate `run`, `check` and `reload` all pass: they can never disagree.
+
+mod raw;
+
+use std::{
+    fs, io,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+use self::raw::RawConfig;
+use crate::{
+    ban::{PortSet, Target},
+    filter::{Filter, FilterError},
+};
+
+/// Where jailer looks when `--config` is not given.
+pub const DEFAULT_CONFIG: &str = "/etc/jailer/jailer.toml";
+pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf/jailer";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/jailer";
+
+/// How the XDP program is attached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// Driver mode, falling back to generic (with a warning) when the NIC
+    /// driver has no native XDP.
+    #[default]
+    Auto,
+    /// Native (driver) mode only.
+    Driver,
+    /// Generic (skb) mode: works everywhere, after the skb is allocated.
+    Generic,
+}
+
+/// What a matching ban does to a packet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpAction {
+    /// Drop it.
+    #[default]
+    Drop,
+    /// Count it as a would-be drop and let it pass (try jailer beside
+    /// fail2ban before enforcing).
+    Monitor,
+}
+
+/// A configuration file that cannot be used. Every message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// TOML syntax, an unknown key or a bad value.
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// A jail's filter could not be loaded.
+    #[error("{}:{line}: jails.{jail}.filter", path.display())]
+    Filter {
+        path: PathBuf,
+        line: usize,
+        jail: String,
+        #[source]
+        source: Box<FilterError>,
+    },
+    /// `run` without an interface to attach to.
+    #[error("{}: no `interface` set: name the NIC(s) to protect, e.g. interface = \"eth0\"", path.display())]
+    NoInterface { path: PathBuf },
+    /// `run` without any enabled jail.
+    #[error("{}: no enabled jail: add a [jails.NAME] section (see jailer.example.toml)", path.display())]
+    NoJail { path: PathBuf },
+    /// A value that is fine alone but cannot work on this machine or with
+    /// the rest of the file.
+    #[error("{}: {key}: {problem}", path.display())]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        problem: String,
+    },
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from (for messages).
+    pub path: PathBuf,
+    pub interfaces: Vec<String>,
+    pub xdp_mode: XdpMode,
+    pub xdp_action: XdpAction,
+    /// Capacity of each exact-address ban map (IPv4, IPv6), set when the maps
+    /// are created.
+    pub max_bans: u32,
+    pub bpffs: PathBuf,
+    pub state_dir: PathBuf,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    pub jails: Vec<Jail>,
+}
+
+/// One jail: a filter over some logs, and what to do to offenders.
+#[derive(Debug, Clone)]
+pub struct Jail {
+    pub name: String,
+    pub filter: Arc<Filter>,
+    pub logpaths: Vec<PathBuf>,
+    pub ports: PortSet,
+    pub maxretry: u32,
+    pub findtime: Duration,
+    /// `None` is permanent.
+    pub bantime: Option<Duration>,
+    pub ignoreip: Vec<Target>,
+    /// Never ban this host's own addresses (fail2ban's `ignoreself`).
+    pub ignoreself: bool,
+    /// IPv6 attackers are counted and banned per prefix of this length (one
+    /// host owns a whole /64); 128 is per address.
+    pub ban_prefix_v6: u8,
+    /// Failing addresses tracked at most; past it stale windows, then the
+    /// oldest, are evicted (and counted).
+    pub max_tracked: usize,
+    /// Repeat offenders get `bantime * factor * 2^(previous bans)`.
+    pub bantime_increment: bool,
+    pub bantime_factor: f64,
+    /// Cap for incremented bans; `None` is no cap.
+    pub bantime_max: Option<Duration>,
+}
+
+impl Jail {
+    /// Whether `ip` is on the jail's allowlist.
+    pub fn ignores(&self, ip: IpAddr) -> bool {
+        self.ignoreip.iter().any(|net| net.contains(ip))
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from(DEFAULT_CONFIG),
+            interfaces: Vec::new(),
+            xdp_mode: XdpMode::Auto,
+            xdp_action: XdpAction::Drop,
+            max_bans: jailer_common::MAX_BANS,
+            bpffs: PathBuf::from(DEFAULT_BPFFS),
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            metrics_listen: None,
+            jails: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path` and checks each value.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// [`Config::load`], then everything the agent needs to hold on this
+    /// machine ([`Config::validate_for_run`]).
+    pub fn load_for_run(path: &Path) -> Result<Self, ConfigError> {
+        let config = Self::load(path)?;
+        config.validate_for_run()?;
+        Ok(config)
+    }
+
+    /// `load`, or the built-in defaults when `path` is the default location
+    /// and does not exist (so `jailer list` works on a machine with no config).
+    pub fn load_or_default(path: &Path) -> Result<Self, ConfigError> {
+        if path == Path::new(DEFAULT_CONFIG) && !path.exists() {
+            return Ok(Self::default());
+        }
+        Self::load(path)
+    }
+
+    /// Validates the text of a config file; `path` is for messages and for
+    /// resolving relative filter paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+            ConfigError::Syntax {
+                path: path.to_owned(),
+                line,
+                column,
+                message: e.message().trim().replace('\n', " "),
+            }
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut jails = Vec::new();
+        for (name, raw_jail) in raw.jails {
+            if !raw_jail.enabled {
+                continue;
+            }
+            let filter_name = raw_jail.filter.get_ref();
+            let filter = Filter::load(filter_name, base).map_err(|source| ConfigError::Filter {
+                path: path.to_owned(),
+                line: line_col(text, raw_jail.filter.span().start).0,
+                jail: name.clone(),
+                source: Box::new(source),
+            })?;
+            jails.push(Jail {
+                name,
+                filter: Arc::new(filter),
+                logpaths: raw_jail.logpath,
+                ports: raw_jail.port,
+                maxretry: raw_jail.maxretry,
+                findtime: raw_jail.findtime,
+                bantime: raw_jail.bantime,
+                ignoreip: raw_jail.ignoreip,
+                ignoreself: raw_jail.ignoreself,
+                ban_prefix_v6: raw_jail.ban_prefix_v6,
+                max_tracked: raw_jail.max_tracked,
+                bantime_increment: raw_jail.bantime_increment,
+                bantime_factor: raw_jail.bantime_factor,
+                bantime_max: raw_jail.bantime_max,
+            });
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            interfaces: raw.interface,
+            xdp_mode: raw.xdp_mode,
+            xdp_action: raw.xdp_action,
+            max_bans: raw.max_bans,
+            bpffs: raw.bpffs.unwrap_or_else(|| PathBuf::from(DEFAULT_BPFFS)),
+            state_dir: raw
+                .state_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            metrics_listen: raw.metrics_listen,
+            jails,
+        })
+    }
+
+    fn invalid(&self, key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.clone(),
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+
+    /// Everything `run` needs beyond single values: interfaces that exist
+    /// (once each), a jail, absolute and separate bpffs and state_dir, logs
+    /// that can be followed. A config that passes here would do something.
+    pub fn validate_for_run(&self) -> Result<(), ConfigError> {
+        if self.interfaces.is_empty() {
+            return Err(ConfigError::NoInterface {
+                path: self.path.clone(),
+            });
+        }
+        for (i, iface) in self.interfaces.iter().enumerate() {
+            if self.interfaces[..i].contains(iface) {
+                return Err(self.invalid("interface", format!("`{iface}` is listed twice")));
+            }
+            if nix::net::if_::if_nametoindex(iface.as_str()).is_err() {
+                return Err(self.invalid(
+                    "interface",
+                    format!("`{iface}` does not exist on this machine (see `ip link`)"),
+                ));
+            }
+        }
+        if self.jails.is_empty() {
+            return Err(ConfigError::NoJail {
+                path: self.path.clone(),
+            });
+        }
+        for (key, dir) in [("bpffs", &self.bpffs), ("state_dir", &self.state_dir)] {
+            if !dir.is_absolute() {
+                return Err(
+                    self.invalid(key, format!("`{}` is not an absolute path", dir.display()))
+                );
+            }
+        }
+        if self.bpffs.starts_with(&self.state_dir) || self.state_dir.starts_with(&self.bpffs) {
+            return Err(self.invalid(
+                "bpffs",
+                format!(
+                    "`{}` and state_dir `{}` must not contain each other (bpffs would be mounted over the journal)",
+                    self.bpffs.display(),
+                    self.state_dir.display()
+                ),
+            ));
+        }
+        for jail in &self.jails {
+            let key = format!("jails.{}.logpath", jail.name);
+            for log in &jail.logpaths {
+                let problem = if !log.is_absolute() {
+                    Some("is not an absolute path".to_owned())
+                } else if log.is_dir() {
+                    Some("is a directory, not a log file".to_owned())
+                } else if !log.parent().is_some_and(Path::is_dir) {
+                    Some("is in a directory that does not exist".to_owned())
+                } else {
+                    None
+                };
+                if let Some(problem) = problem {
+                    return Err(self.invalid(&key, format!("`{}` {problem}", log.display())));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../../jailer.example.toml");
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/jailer/jailer.toml"), text)
+    }
+
+    fn err(text: &str) -> String {
+        crate::error::Chain(&parse(text).expect_err("config accepted")).to_string()
+    }
+
+    #[test]
+    fn example_config_is_valid_with_documented_values() {
+        let c = parse(EXAMPLE).unwrap();
+        assert_eq!(c.interfaces, ["eth0"]);
+        assert_eq!(c.xdp_mode, XdpMode::Auto);
+        assert_eq!(c.bpffs, Path::new("/sys/fs/bpf/jailer"));
+        assert_eq!(c.state_dir, Path::new("/var/lib/jailer"));
+        let j = &c.jails[0];
+        assert_eq!(j.name, "vpopmail");
+        assert_eq!(j.logpaths, [Path::new("/var/log/mail.log")]);
+        assert_eq!(j.ports, PortSet::Only(vec![110]));
+        assert_eq!(j.maxretry, 3);
+        assert_eq!(j.findtime, Duration::from_secs(600));
+        assert_eq!(j.bantime, Some(Duration::from_secs(3600)));
+        assert!(j.ignoreself, "fail2ban's default");
+        assert!(j.ignores("127.0.0.9".parse().unwrap()));
+        assert!(j.ignores("::1".parse().unwrap()));
+        assert!(j.ignores("192.0.2.200".parse().unwrap()));
+        assert!(!j.ignores("203.0.113.7".parse().unwrap()));
+    }
+
+    #[test]
+    fn scalars_and_lists_both_accepted() {
+        let c = parse(
+            "interface = [\"eth0\", \"eth1\"]\n[jails.a]\nfilter = \"vpopmail\"\nlogpath = \"/x\"\nport = 110\nfindtime = 600\nbantime = \"permanent\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.interfaces, ["eth0", "eth1"]);
+        let j = &c.jails[0];
+        assert_eq!(j.logpaths, [Path::new("/x")]);
+        assert_eq!(j.findtime, Duration::from_secs(600));
+        assert_eq!(j.bantime, None);
+        assert_eq!(j.maxretry, 5, "fail2ban's default");
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let e = err("interface = \"eth0\"\nbogus = 1\n");
+        assert!(e.starts_with("/etc/jailer/jailer.toml:2:"), "{e}");
+        assert!(e.contains("unknown field `bogus`"), "{e}");
+
+        let e = err("[jails.a]\nfilter = \"vpopmail\"\nlogpath = \"/x\"\nfindtime = \"10x\"\n");
+        assert!(e.starts_with("/etc/jailer/jailer.toml:4:"), "{e}");
+        assert!(e.contains("findtime: invalid duration `10x`"), "{e}");
+
+        let e = err("[jails.a]\nfilter = \"vpopmail\"\nlogpath = \"/x\"\nport = [\"gopher\"]\n");
+        assert!(
+            e.contains(":4:") && e.contains("port: unknown port `gopher`"),
+            "{e}"
+        );
+
+        let e =
+            err("[jails.a]\nfilter = \"vpopmail\"\nlogpath = \"/x\"\nignoreip = [\"300.1.1.1\"]\n");
+        assert!(e.contains("ignoreip: `300.1.1.1`"), "{e}");
+
+        let e = err("[jails.a]\nfilter = \"vpopmail\"\nlogpath = \"/x\"\nmaxretry = 0\n");
+        assert!(e.contains("maxretry: 0 is out of range"), "{e}");
+
+        let e = err(
+            "[jails.a]\nfilter = \"vpopmail\"\nlogpath = \"/x\"\nbantime = \"30000000000000w\"\n",
+        );
+        assert!(
+            e.contains("bantime: duration `30000000000000w` is longer than 10 years"),
+            "{e}"
+        );
+
+        let e = err("xdp_mode = \"fast\"\n");
+        assert!(e.contains(":1:") && e.contains("fast"), "{e}");
+
+        let e = err("[jails.a]\nlogpath = \"/x\"\n");
+        assert!(e.contains("missing field `filter`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_filter_names_jail_and_line() {
+        let e = err("\n[jails.mail]\nlogpath = \"/x\"\nfilter = \"no-such-filter\"\n");
+        assert!(
+            e.starts_with("/etc/jailer/jailer.toml:4: jails.mail.filter:"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn disabled_jails_are_left_out() {
+        let c =
+            parse("[jails.a]\nenabled = false\nfilter = \"vpopmail\"\nlogpath = \"/x\"\n").unwrap();
+        assert!(c.jails.is_empty());
+    }
+
+    #[test]
+    fn run_refuses_what_would_fail_or_do_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let ok = format!(
+            "interface = \"lo\"\nbpffs = \"{d}/bpf\"\nstate_dir = \"{d}/state\"\n[jails.a]\nfilter = \"vpopmail\"\nlogpath = \"{d}/mail.log\"\n"
+        );
+        parse(&ok).unwrap().validate_for_run().unwrap();
+        let refused = |text: String, want: &str| {
+            let e = parse(&text)
+                .unwrap()
+                .validate_for_run()
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{want}: {e}");
+        };
+        refused(ok.replace("interface = \"lo\"\n", ""), "no `interface` set");
+        refused(
+            ok.replace("\"lo\"", "[\"lo\", \"lo\"]"),
+            "`lo` is listed twice",
+        );
+        refused(
+            ok.replace("\"lo\"", "\"nosuchif0\""),
+            "`nosuchif0` does not exist",
+        );
+        refused(
+            ok.replace(&format!("{d}/bpf"), "bpf"),
+            "bpffs: `bpf` is not an absolute path",
+        );
+        refused(
+            ok.replace(&format!("{d}/bpf"), &format!("{d}/state")),
+            "must not contain each other",
+        );
+        refused(
+            ok.replace(&format!("{d}/bpf"), &format!("{d}/state/bpf")),
+            "must not contain each other",
+        );
+        refused(ok.replace("mail.log", ""), "is a directory");
+        refused(
+            ok.replace("mail.log", "nodir/mail.log"),
+            "directory that does not exist",
+        );
+        refused(
+            ok.replace(&format!("{d}/mail.log"), "mail.log"),
+            "not an absolute path",
+        );
+        refused(
+            ok.split("[jails").next().unwrap().to_owned(),
+            "no enabled jail",
+        );
+    }
+}

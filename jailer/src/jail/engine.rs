@@ -1,0 +1,681 @@
+//! The jail engine: failures in, ban decisions out, written to the ban
+//! table; journal records queued for the caller; the expiry queue that lifts
+//! bans when due.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    net::IpAddr,
+    time::{Duration, SystemTime},
+};
+
+use serde::Serialize;
+use tracing::{debug, info, warn};
+
+use super::{policy::bantime_for, window::FailureWindow};
+use crate::{
+    ban::{Ban, Expiry, Target},
+    config::Jail,
+    filter::{Verdict, timestamp::parse_timestamp},
+    kernel::{BanTable, BpfError},
+    state::{Record, Replay},
+    time::format_duration,
+};
+
+/// A jail's failure windows: (address, failure times in ms since the epoch).
+pub type WindowEntries = Vec<(IpAddr, Vec<u64>)>;
+
+/// Counters per jail (fail2ban-client status words).
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct JailStats {
+    pub lines: u64,
+    pub total_failed: u64,
+    pub ignored_lines: u64,
+    pub ignored_addresses: u64,
+    /// Failures from an address whose ban was already in force: counted as
+    /// failures, never as new bans.
+    pub already_banned: u64,
+    pub total_banned: u64,
+    pub ban_errors: u64,
+}
+
+struct JailState {
+    jail: Jail,
+    window: FailureWindow,
+    /// Previous bans per target (for bantime_increment).
+    ban_counts: HashMap<Target, u32>,
+    stats: JailStats,
+}
+
+impl JailState {
+    fn new(jail: Jail) -> Self {
+        Self {
+            window: FailureWindow::new(jail.maxretry, jail.findtime, jail.max_tracked),
+            jail,
+            ban_counts: HashMap::new(),
+            stats: JailStats::default(),
+        }
+    }
+}
+
+/// A ban the engine just set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BanEvent {
+    pub jail: String,
+    /// The address, or its prefix with `ban_prefix_v6`.
+    pub target: Target,
+    pub ban: Ban,
+}
+
+/// A ban the engine knows to be in force, and the jails behind it.
+#[derive(Debug, Clone)]
+struct Known {
+    ban: Ban,
+    jails: Vec<String>,
+}
+
+/// Jails, the ban table they write to, and the expiry queue.
+pub struct Engine<T: BanTable> {
+    jails: Vec<JailState>,
+    table: T,
+    /// Bans set or restored by this engine, as far as it knows in force.
+    known: HashMap<Target, Known>,
+    /// (wall-clock expiry, target) of known bans.
+    expiry: BTreeSet<(SystemTime, Target)>,
+    /// Journal records of bans made since the caller last took them.
+    pending: Vec<Record>,
+    /// This host's own addresses (for jails with `ignoreself`).
+    own: HashSet<IpAddr>,
+    unbans: u64,
+}
+
+impl<T: BanTable> Engine<T> {
+    pub fn new(jails: Vec<Jail>, table: T) -> Self {
+        Self {
+            jails: jails.into_iter().map(JailState::new).collect(),
+            table,
+            known: HashMap::new(),
+            expiry: BTreeSet::new(),
+            pending: Vec::new(),
+            own: HashSet::new(),
+            unbans: 0,
+        }
+    }
+
+    /// Applies a new set of jails (reload): jails that keep their name keep
+    /// their failure windows, counters and ban history; new ones start empty;
+    /// removed ones are dropped. Bans in the table are not touched.
+    pub fn reconfigure(&mut self, jails: Vec<Jail>) {
+        let mut old: HashMap<String, JailState> = self
+            .jails
+            .drain(..)
+            .map(|j| (j.jail.name.clone(), j))
+            .collect();
+        for jail in jails {
+            let state = match old.remove(&jail.name) {
+                Some(mut state) => {
+                    if state.jail.maxretry != jail.maxretry
+                        || state.jail.findtime != jail.findtime
+                        || state.jail.max_tracked != jail.max_tracked
+                    {
+                        let mut window =
+                            FailureWindow::new(jail.maxretry, jail.findtime, jail.max_tracked);
+                        window.import(state.window.export());
+                        state.window = window;
+                    }
+                    state.jail = jail;
+                    state
+                }
+                None => JailState::new(jail),
+            };
+            self.jails.push(state);
+        }
+    }
+
+    /// This host's addresses, never banned by a jail with `ignoreself`.
+    pub fn set_own_addresses(&mut self, own: HashSet<IpAddr>) {
+        self.own = own;
+    }
+
+    /// Jail names, in order.
+    pub fn jail_names(&self) -> Vec<String> {
+        self.jails.iter().map(|j| j.jail.name.clone()).collect()
+    }
+
+    /// Per jail: (name, counters, addresses with failures in their window,
+    /// targets it banned that are in force in `in_force`).
+    pub fn jail_report(
+        &self,
+        in_force: &HashSet<Target>,
+    ) -> Vec<(String, JailStats, usize, Vec<Target>)> {
+        let mut by_jail: HashMap<&str, Vec<Target>> = HashMap::new();
+        for (target, known) in &self.known {
+            if in_force.contains(target) {
+                for jail in &known.jails {
+                    by_jail.entry(jail).or_default().push(*target);
+                }
+            }
+        }
+        self.jails
+            .iter()
+            .map(|j| {
+                let mut banned = by_jail.remove(j.jail.name.as_str()).unwrap_or_default();
+                banned.sort();
+                (j.jail.name.clone(), j.stats.clone(), j.window.len(), banned)
+            })
+            .collect()
+    }
+
+    /// Bans lifted by expiry since start.
+    pub fn unbans(&self) -> u64 {
+        self.unbans
+    }
+
+    pub fn table(&self) -> &T {
+        &self.table
+    }
+
+    pub fn table_mut(&mut self) -> &mut T {
+        &mut self.table
+    }
+
+    /// Journal records of the bans made since the last call.
+    pub fn take_records(&mut self) -> Vec<Record> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Takes in the journal: repeat-offence counts, the bans in force (for
+    /// expiry and status), and writes to the table those it lacks (after a
+    /// reboot the maps are empty). Expired bans are skipped. Returns how many
+    /// were written.
+    pub fn restore(&mut self, replay: &Replay, now: SystemTime) -> Result<usize, BpfError> {
+        for (jail, target, n) in replay.counts() {
+            if let Some(j) = self.jails.iter_mut().find(|j| j.jail.name == jail) {
+                j.ban_counts.insert(target, n);
+            }
+        }
+        // After a reboot the maps are empty: write everything in batches.
+        // Otherwise only what is missing (an entry present may carry newer
+        // drop counters or a manual change).
+        let present: HashSet<Target> = if self.table.is_empty()? {
+            HashSet::new()
+        } else {
+            self.table
+                .list()?
+                .into_iter()
+                .filter(|l| l.ban.expiry.is_active(now))
+                .map(|l| l.target)
+                .collect()
+        };
+        let mut expiry = Vec::new();
+        let mut missing = Vec::new();
+        for (target, entry) in replay.active(now) {
+            let ban = replay.ban(entry);
+            if let Expiry::At(t) = ban.expiry {
+                expiry.push((t, target));
+            }
+            if !present.contains(&target) {
+                missing.push((target, ban.clone()));
+            }
+            self.known.insert(
+                target,
+                Known {
+                    ban,
+                    jails: vec![replay.jail(entry).to_owned()],
+                },
+            );
+        }
+        // Bulk-built (sorted once) rather than a million single inserts.
+        expiry.extend(std::mem::take(&mut self.expiry));
+        self.expiry = expiry.into_iter().collect();
+        let restored = self.table.insert_many(&missing)?;
+        if restored < missing.len() {
+            warn!(
+                restored,
+                wanted = missing.len(),
+                "ban map full: not every ban could be restored"
+            );
+        }
+        Ok(restored)
+    }
+
+    /// Failure windows, for the snapshot.
+    pub fn export_windows(&self) -> BTreeMap<String, WindowEntries> {
+        self.jails
+            .iter()
+            .map(|j| (j.jail.name.clone(), j.window.export()))
+            .collect()
+    }
+
+    pub fn import_windows(&mut self, mut windows: BTreeMap<String, WindowEntries>) {
+        for j in &mut self.jails {
+            if let Some(w) = windows.remove(&j.jail.name) {
+                j.window.import(w);
+            }
+        }
+    }
+
+    /// Stats per jail: (name, counters, addresses tracked).
+    pub fn stats(&self) -> Vec<(String, JailStats, usize)> {
+        self.jails
+            .iter()
+            .map(|j| (j.jail.name.clone(), j.stats.clone(), j.window.len()))
+            .collect()
+    }
+
+    /// Windows evicted to bound memory, all jails.
+    pub fn evictions(&self) -> u64 {
+        self.jails.iter().map(|j| j.window.evictions()).sum()
+    }
+
+    /// Whether a ban covering `ban` is in force on `target`: first what this
+    /// engine knows (no syscall for the unknown), then the table itself (an
+    /// admin may have lifted it by hand meanwhile).
+    fn in_force(&mut self, target: Target, ban: &Ban, now: SystemTime) -> Result<bool, BpfError> {
+        let Some(known) = self.known.get(&target) else {
+            return Ok(false);
+        };
+        if !known.ban.expiry.is_active(now) || !known.ban.covers_ports_of(ban) {
+            return Ok(false);
+        }
+        match self.table.get(target)? {
+            Some(b) if b.expiry.is_active(now) && b.covers_ports_of(ban) => Ok(true),
+            _ => {
+                self.known.remove(&target);
+                Ok(false)
+            }
+        }
+    }
+
+    /// Runs one log line through the jails at indexes `jails`.
+    pub fn handle_line(&mut self, jails: &[usize], line: &str, now: SystemTime) -> Vec<BanEvent> {
+        let mut events = Vec::new();
+        for &i in jails {
+            let js = &mut self.jails[i];
+            js.stats.lines += 1;
+            let ip = match js.jail.filter.check(line) {
+                Verdict::Failure(ip) => ip,
+                Verdict::Ignored => {
+                    js.stats.ignored_lines += 1;
+                    continue;
+                }
+                Verdict::Miss => continue,
+            };
+            if js.jail.ignores(ip) || (js.jail.ignoreself && self.own.contains(&ip)) {
+                js.stats.ignored_addresses += 1;
+                debug!(%ip, jail = js.jail.name, "failure from an ignored address");
+                continue;
+            }
+            js.stats.total_failed += 1;
+            let at = parse_timestamp(line, now).unwrap_or(now);
+            // IPv6 attackers own whole prefixes: count and ban per prefix.
+            let target = Target::widened(ip, js.jail.ban_prefix_v6);
+            let probe = Ban::new(js.jail.ports.clone(), Expiry::Never);
+            match self.in_force(target, &probe, now) {
+                Ok(true) => {
+                    self.jails[i].stats.already_banned += 1;
+                    debug!(%target, jail = self.jails[i].jail.name, "already banned");
+                    continue;
+                }
+                Ok(false) => {}
+                Err(e) => warn!(%target, error = %crate::error::Chain(&e), "reading a ban failed"),
+            }
+            let js = &mut self.jails[i];
+            debug!(%ip, jail = js.jail.name, "failure");
+            if js.window.record(target.addr(), at, now) {
+                match self.ban(i, target, now) {
+                    Ok(Some(event)) => events.push(event),
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.jails[i].stats.ban_errors += 1;
+                        warn!(%target, jail = self.jails[i].jail.name, error = %crate::error::Chain(&e), "ban failed");
+                    }
+                }
+            }
+        }
+        events
+    }
+
+    /// Bans `target` for jail `i`; `None` when a ban in force already covers
+    /// it (set by hand, or by another jail), which is then not counted again.
+    fn ban(
+        &mut self,
+        i: usize,
+        target: Target,
+        now: SystemTime,
+    ) -> Result<Option<BanEvent>, BpfError> {
+        let js = &self.jails[i];
+        let previous = js.ban_counts.get(&target).copied().unwrap_or(0);
+        let mut ban = Ban::new(
+            js.jail.ports.clone(),
+            Expiry::after(now, bantime_for(&js.jail, previous)),
+        );
+        let name = js.jail.name.clone();
+        if let Some(old) = self.table.get(target)?
+            && old.expiry.is_active(now)
+        {
+            if old.covers(&ban) {
+                debug!(%target, jail = name, "already banned");
+                self.jails[i].stats.already_banned += 1;
+                self.remember(target, old, &name);
+                return Ok(None);
+            }
+            ban = old.merge(&ban);
+        }
+        self.table.insert(target, &ban)?;
+        let js = &mut self.jails[i];
+        js.stats.total_banned += 1;
+        *js.ban_counts.entry(target).or_default() += 1;
+        if let Expiry::At(t) = ban.expiry {
+            self.expiry.insert((t, target));
+        }
+        let bantime = ban
+            .expiry
+            .remaining(now)
+            .map_or("permanent".to_owned(), format_duration);
+        info!(%target, jail = name, %bantime, ports = %ban.ports, "banned");
+        self.pending.push(Record::ban(target, &name, &ban, now));
+        self.remember(target, ban.clone(), &name);
+        Ok(Some(BanEvent {
+            jail: name,
+            target,
+            ban,
+        }))
+    }
+
+    fn remember(&mut self, target: Target, ban: Ban, jail: &str) {
+        let known = self.known.entry(target).or_insert_with(|| Known {
+            ban: ban.clone(),
+            jails: Vec::new(),
+        });
+        known.ban = ban;
+        if !known.jails.iter().any(|j| j == jail) {
+            known.jails.push(jail.to_owned());
+        }
+    }
+
+    /// When the next known ban is due to lapse.
+    pub fn next_expiry(&self) -> Option<SystemTime> {
+        self.expiry.first().map(|(t, _)| *t)
+    }
+
+    /// Removes bans that have lapsed (the kernel already ignores them; this
+    /// frees the map slot and logs the unban). Returns the targets lifted.
+    pub fn expire(&mut self, now: SystemTime) -> Vec<Target> {
+        let mut lifted = Vec::new();
+        while let Some(&(t, target)) = self.expiry.first() {
+            if t > now {
+                break;
+            }
+            self.expiry.pop_first();
+            // The table may say otherwise: extended, made permanent, or
+            // lifted by hand meanwhile. Lapsed by half a second is lapsed.
+            let grace = now + Duration::from_millis(500);
+            match self.table.get(target) {
+                Ok(Some(b)) if !b.expiry.is_active(grace) => match self.table.remove(target) {
+                    Ok(_) => {
+                        info!(%target, "unbanned (bantime over)");
+                        self.unbans += 1;
+                        self.known.remove(&target);
+                        lifted.push(target);
+                    }
+                    Err(e) => {
+                        warn!(%target, error = %crate::error::Chain(&e), "removing an expired ban failed")
+                    }
+                },
+                Ok(_) => {}
+                Err(e) => warn!(%target, error = %crate::error::Chain(&e), "reading a ban failed"),
+            }
+        }
+        lifted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{path::Path, sync::Arc};
+
+    use super::*;
+    use crate::{
+        ban::PortSet,
+        filter::Filter,
+        kernel::MemBanTable,
+        state::Journal,
+        time::{from_unix_secs, unix_secs},
+    };
+
+    fn jail(maxretry: u32, ports: &[&str]) -> Jail {
+        Jail {
+            name: "vpopmail".into(),
+            filter: Arc::new(Filter::load("vpopmail", Path::new(".")).unwrap()),
+            logpaths: vec!["/var/log/mail.log".into()],
+            ports: PortSet::parse(ports).unwrap(),
+            maxretry,
+            findtime: Duration::from_secs(600),
+            bantime: Some(Duration::from_secs(3600)),
+            ignoreip: vec!["192.0.2.0/24".parse().unwrap()],
+            ignoreself: true,
+            ban_prefix_v6: 128,
+            max_tracked: 1000,
+            bantime_increment: true,
+            bantime_factor: 1.0,
+            bantime_max: Some(Duration::from_secs(4 * 3600)),
+        }
+    }
+
+    fn target(text: &str) -> Target {
+        text.parse().unwrap()
+    }
+
+    fn line(ip: &str) -> String {
+        format!("vpopmail[1]: vchkpw-pop3: password fail bob@example.com:{ip}")
+    }
+
+    fn lapse(e: &Engine<MemBanTable>, t: Target) {
+        e.table()
+            .edit(t, |b| b.expiry = Expiry::At(SystemTime::UNIX_EPOCH));
+    }
+
+    fn left(e: &Engine<MemBanTable>, t: Target) -> Duration {
+        e.table().bans()[&t]
+            .expiry
+            .remaining(SystemTime::now())
+            .unwrap()
+    }
+
+    #[test]
+    fn bans_after_maxretry_and_skips_ignoreip() {
+        let mut e = Engine::new(vec![jail(3, &["pop3"])], MemBanTable::default());
+        let now = SystemTime::now();
+        for _ in 0..2 {
+            assert!(e.handle_line(&[0], &line("203.0.113.7"), now).is_empty());
+        }
+        let ev = e.handle_line(&[0], &line("203.0.113.7"), now);
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].target, target("203.0.113.7"));
+        let b = &e.table().bans()[&ev[0].target];
+        assert!(b.ports.contains(110) && !b.ports.contains(25));
+        assert_eq!(e.take_records().len(), 1, "one journal record per ban");
+        for _ in 0..10 {
+            assert!(e.handle_line(&[0], &line("192.0.2.5"), now).is_empty());
+        }
+        let (_, stats, _) = &e.stats()[0];
+        assert_eq!(stats.total_banned, 1);
+        assert_eq!(stats.ignored_addresses, 10);
+        assert_eq!(stats.total_failed, 3);
+    }
+
+    #[test]
+    fn own_addresses_are_never_banned_with_ignoreself() {
+        let mut j = jail(1, &["pop3"]);
+        let mut e = Engine::new(vec![j.clone()], MemBanTable::default());
+        e.set_own_addresses(["198.51.100.1".parse().unwrap()].into());
+        assert!(
+            e.handle_line(&[0], &line("198.51.100.1"), SystemTime::now())
+                .is_empty()
+        );
+        assert!(e.table().bans().is_empty());
+        j.ignoreself = false;
+        e.reconfigure(vec![j]);
+        assert_eq!(
+            e.handle_line(&[0], &line("198.51.100.1"), SystemTime::now())
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn failures_while_banned_neither_reban_nor_extend_nor_escalate() {
+        let mut e = Engine::new(vec![jail(1, &["pop3"])], MemBanTable::default());
+        let ip = target("203.0.113.7");
+        let now = SystemTime::now();
+        assert_eq!(e.handle_line(&[0], &line("203.0.113.7"), now).len(), 1);
+        let expiry = e.table().bans()[&ip].expiry;
+        e.take_records();
+        for _ in 0..50 {
+            assert!(
+                e.handle_line(&[0], &line("203.0.113.7"), now + Duration::from_secs(5))
+                    .is_empty()
+            );
+        }
+        assert_eq!(e.table().bans()[&ip].expiry, expiry, "not extended");
+        assert!(e.take_records().is_empty(), "nothing journaled");
+        let (_, stats, _) = &e.stats()[0];
+        assert_eq!(
+            (stats.total_banned, stats.already_banned, stats.total_failed),
+            (1, 50, 51)
+        );
+        // Lifted by hand: the next failure counts and bans again, escalated once.
+        let mut t = e.table().clone();
+        t.remove(ip).unwrap();
+        let ev = e.handle_line(&[0], &line("203.0.113.7"), now);
+        assert_eq!(ev.len(), 1);
+        assert!(
+            left(&e, ip) > Duration::from_secs(7100),
+            "second offence: twice as long"
+        );
+    }
+
+    #[test]
+    fn repeat_offender_ban_grows_to_the_cap() {
+        let j = jail(1, &["pop3"]);
+        assert_eq!(bantime_for(&j, 0), Some(Duration::from_secs(3600)));
+        assert_eq!(bantime_for(&j, 1), Some(Duration::from_secs(7200)));
+        assert_eq!(bantime_for(&j, 3), Some(Duration::from_secs(4 * 3600)));
+        let mut e = Engine::new(vec![j], MemBanTable::default());
+        let ip = target("203.0.113.7");
+        e.handle_line(&[0], &line("203.0.113.7"), SystemTime::now());
+        // Lapse the ban, offend again: twice as long.
+        lapse(&e, ip);
+        let ev = e.handle_line(&[0], &line("203.0.113.7"), SystemTime::now());
+        assert_eq!(ev.len(), 1);
+        assert!(left(&e, ip) > Duration::from_secs(7100));
+    }
+
+    #[test]
+    fn bans_from_two_jails_merge_ports() {
+        let mut imap = jail(1, &["imap"]);
+        imap.name = "imap".into();
+        let mut e = Engine::new(vec![jail(1, &["pop3"]), imap], MemBanTable::default());
+        e.handle_line(&[0, 1], &line("203.0.113.7"), SystemTime::now());
+        let b = &e.table().bans()[&target("203.0.113.7")];
+        assert!(b.ports.contains(110) && b.ports.contains(143));
+        let in_force = [target("203.0.113.7")].into();
+        let report = e.jail_report(&in_force);
+        assert!(report.iter().all(|(_, _, _, banned)| banned.len() == 1));
+    }
+
+    #[test]
+    fn expiry_lifts_due_bans_only() {
+        let mut e = Engine::new(vec![jail(1, &["pop3"])], MemBanTable::default());
+        let now = SystemTime::now();
+        e.handle_line(&[0], &line("203.0.113.7"), now);
+        assert!(e.expire(now).is_empty());
+        let ip = target("203.0.113.7");
+        lapse(&e, ip);
+        assert_eq!(e.expire(now + Duration::from_secs(3601)), [ip]);
+        assert!(e.table().bans().is_empty());
+        assert_eq!(e.next_expiry(), None);
+    }
+
+    #[test]
+    fn restore_puts_unexpired_bans_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::new(dir.path());
+        let now = SystemTime::now();
+        let rec = |ip: &str, until: Option<u64>| Record::Ban {
+            addr: target(ip),
+            jail: "vpopmail".into(),
+            ports: PortSet::Only(vec![110]),
+            until,
+            at: unix_secs(now) - 10,
+            monitor: false,
+        };
+        journal
+            .append(
+                &[
+                    rec("203.0.113.7", Some(unix_secs(now) + 600)),
+                    rec("203.0.113.8", Some(unix_secs(now) - 1)),
+                    rec("2001:db8::1", None),
+                ],
+                false,
+            )
+            .unwrap();
+        let replay = journal.replay(now).unwrap();
+        let mut e = Engine::new(vec![jail(3, &["pop3"])], MemBanTable::default());
+        assert_eq!(e.restore(&replay, now).unwrap(), 2);
+        let bans = e.table().bans();
+        assert!(bans.contains_key(&target("203.0.113.7")));
+        assert!(!bans.contains_key(&target("203.0.113.8")));
+        assert_eq!(bans[&target("2001:db8::1")].expiry, Expiry::Never);
+        assert_eq!(
+            bans[&target("203.0.113.7")].expiry,
+            Expiry::At(from_unix_secs(unix_secs(now) + 600))
+        );
+    }
+
+    #[test]
+    fn ipv6_attackers_are_counted_and_banned_per_prefix() {
+        let mut j = jail(3, &["pop3"]);
+        j.ban_prefix_v6 = 64;
+        let mut e = Engine::new(vec![j], MemBanTable::default());
+        let now = SystemTime::now();
+        // Three hosts of one /64, one failure each: that /64 is banned.
+        assert!(
+            e.handle_line(&[0], &line("2001:db8:1:2::a"), now)
+                .is_empty()
+        );
+        assert!(
+            e.handle_line(&[0], &line("2001:db8:1:2::b"), now)
+                .is_empty()
+        );
+        assert!(e.handle_line(&[0], &line("2001:db8:9::1"), now).is_empty());
+        let ev = e.handle_line(&[0], &line("2001_db8_1_2__c"), now);
+        assert_eq!(ev[0].target, target("2001:db8:1:2::/64"));
+        assert!(e.table().bans().contains_key(&target("2001:db8:1:2::/64")));
+        // IPv4 is still per address.
+        for _ in 0..3 {
+            e.handle_line(&[0], &line("203.0.113.7"), now);
+        }
+        assert!(e.table().bans().contains_key(&target("203.0.113.7")));
+    }
+
+    #[test]
+    fn a_botnet_cannot_grow_memory_and_evictions_are_reported() {
+        let mut j = jail(3, &["pop3"]);
+        j.max_tracked = 5_000;
+        let mut e = Engine::new(vec![j], MemBanTable::default());
+        let now = SystemTime::now();
+        for i in 0..60_000u32 {
+            let ip = std::net::Ipv4Addr::from(0x0a00_0000 | i);
+            e.handle_line(&[0], &line(&ip.to_string()), now);
+        }
+        let (_, stats, tracked) = &e.stats()[0];
+        assert!(*tracked <= 5_000, "tracked {tracked}");
+        assert!(e.evictions() >= 55_000, "evictions {}", e.evictions());
+        assert_eq!(stats.total_failed, 60_000);
+        assert!(
+            e.table().bans().is_empty(),
+            "one failure each: nobody banned"
+        );
+    }
+}

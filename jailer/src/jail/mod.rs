@@ -1,0 +1,13 @@
+//! Jails: failures counted per address in a [`FailureWindow`], bans decided
+//! by the [`Engine`] per the jail's policy, written to the ban table and
+//! lifted when their bantime is over.
+
+mod engine;
+mod policy;
+mod window;
+
+pub use self::{
+    engine::{BanEvent, Engine, JailStats, WindowEntries},
+    policy::bantime_for,
+    window::{DEFAULT_MAX_TRACKED, FailureWindow},
+};
