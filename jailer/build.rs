@@ -1,12 +1,25 @@
-use std::{env, path::PathBuf};
+use std::{env, fs, path::PathBuf};
 
 use anyhow::{Context as _, anyhow};
 use aya_build::{Package, Toolchain};
 
-/// Builds the XDP program with the nightly toolchain and bpf-linker (both set
-/// up by `cargo xtask setup`); the object is embedded with
-/// `include_bytes_aligned!`.
+/// Embeds the XDP program (`include_bytes_aligned!` in kernel/mod.rs).
+///
+/// `cargo xtask` builds it once per run and names it in
+/// `JAILER_EBPF_OBJECT`; a plain `cargo build` builds it here with aya-build
+/// (nightly toolchain and bpf-linker, both set up by `cargo xtask setup`).
 fn main() -> anyhow::Result<()> {
+    println!("cargo:rerun-if-env-changed=JAILER_EBPF_OBJECT");
+    println!("cargo:rerun-if-env-changed=JAILER_TOOLS_DIR");
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    if let Some(object) = env::var_os("JAILER_EBPF_OBJECT") {
+        let object = PathBuf::from(object);
+        println!("cargo:rerun-if-changed={}", object.display());
+        fs::copy(&object, out_dir.join("jailer"))
+            .with_context(|| format!("copying the XDP object {}", object.display()))?;
+        return Ok(());
+    }
+
     // `cargo xtask setup` keeps bpf-linker in a tools directory; put it on PATH
     // so a plain `cargo build` works after setup, not only through xtask.
     let tools = env::var_os("JAILER_TOOLS_DIR")
@@ -26,22 +39,18 @@ fn main() -> anyhow::Result<()> {
         // SAFETY: build scripts are single-threaded at this point.
         unsafe { env::set_var("PATH", env::join_paths(paths)?) };
     }
-    println!("cargo:rerun-if-env-changed=JAILER_TOOLS_DIR");
 
-    let metadata = cargo_metadata_root()?;
+    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../jailer-ebpf");
+    let root = root
+        .canonicalize()
+        .map_err(|e| anyhow!("{}: {e}", root.display()))?
+        .display()
+        .to_string();
     let ebpf = Package {
         name: "jailer-ebpf",
-        root_dir: &metadata,
+        root_dir: &root,
         ..Default::default()
     };
     aya_build::build_ebpf([ebpf], Toolchain::default())
         .context("building the XDP program failed; run `cargo xtask setup` first")
-}
-
-fn cargo_metadata_root() -> anyhow::Result<String> {
-    let manifest = env::var("CARGO_MANIFEST_DIR")?;
-    let root = PathBuf::from(manifest).join("../jailer-ebpf");
-    root.canonicalize()
-        .map_err(|e| anyhow!("{}: {e}", root.display()))
-        .map(|p| p.display().to_string())
 }

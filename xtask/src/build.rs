@@ -2,23 +2,23 @@ use std::{ffi::OsString, path::PathBuf, process::Command};
 
 use anyhow::Result;
 
-use crate::setup;
+use crate::{ebpf, setup};
 
 #[derive(clap::Parser)]
 pub struct Options {}
 
-/// Builds target/release/jailer (the XDP object is embedded by jailer's
-/// build.rs) and returns the PATH that has bpf-linker on it.
-pub fn run(_: Options) -> Result<OsString> {
-    let path = setup::ensure()?;
+/// Builds target/release/jailer (with its XDP program embedded) and returns
+/// the environment later cargo calls of this run use.
+pub fn run(_: Options) -> Result<Vec<(&'static str, OsString)>> {
+    let env = ebpf::prepare()?;
     eprintln!("build: cargo build --release --locked -p jailer");
     setup::sh(
         Command::new("cargo")
             .args(["build", "--release", "--locked", "-p", "jailer"])
-            .env("PATH", &path),
+            .envs(env.iter().map(|(k, v)| (k, v))),
     )?;
     eprintln!("build: {}", binary().display());
-    Ok(path)
+    Ok(env)
 }
 
 pub fn binary() -> PathBuf {

@@ -2,25 +2,25 @@ use std::{ffi::OsString, process::Command};
 
 use anyhow::Result;
 
-use crate::setup::{self, sh};
+use crate::{ebpf, setup::sh};
 
 #[derive(clap::Parser)]
 pub struct Options {}
 
 pub fn run(_: Options) -> Result<()> {
-    let path = setup::ensure()?;
-    lint(&path)
+    let env = ebpf::prepare()?;
+    lint(&env)
 }
 
-pub fn lint(path: &OsString) -> Result<()> {
+/// cargo fmt --check, then clippy -D warnings on every crate (the XDP
+/// program for bpfel-unknown-none, with nightly).
+pub fn lint(env: &[(&'static str, OsString)]) -> Result<()> {
     eprintln!("lint: cargo fmt --check");
     sh(Command::new("cargo").args(["fmt", "--all", "--", "--check"]))?;
     eprintln!("lint: clippy (agent, common, xtask, tests)");
     sh(Command::new("cargo")
+        .args(["clippy", "--quiet", "--locked", "--all-targets"])
         .args([
-            "clippy",
-            "--locked",
-            "--all-targets",
             "-p",
             "jailer",
             "-p",
@@ -31,20 +31,20 @@ pub fn lint(path: &OsString) -> Result<()> {
             "jailer-tests",
         ])
         .args(["--", "-D", "warnings"])
-        .env("PATH", path))?;
+        .envs(env.iter().map(|(k, v)| (k, v))))?;
     eprintln!("lint: clippy (XDP program, bpfel-unknown-none)");
     sh(Command::new("cargo")
         .args([
             "+nightly",
             "clippy",
+            "--quiet",
             "--locked",
             "-p",
             "jailer-ebpf",
-            "--target",
-            "bpfel-unknown-none",
-            "-Z",
-            "build-std=core",
         ])
+        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+        // Shares the std build with the object's own build.
+        .args(["--target-dir", "target/bpf"])
         .args(["--", "-D", "warnings"])
-        .env("PATH", path))
+        .envs(env.iter().map(|(k, v)| (k, v))))
 }

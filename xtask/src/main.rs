@@ -1,6 +1,7 @@
 //! `cargo xtask`: one module per subcommand, each with `Options` and `run()`.
 
 mod build;
+mod ebpf;
 mod lint;
 mod run;
 mod setup;
