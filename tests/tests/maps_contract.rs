@@ -1,14 +1,20 @@
 //! The object and the pins agree with `jailer_common::map_names`, and bpftool
 //! shows ban fields by name (BTF), which is how operators inspect bans.
 
-use std::process::Command;
+use std::{
+    collections::HashMap,
+    net::{Ipv4Addr, Ipv6Addr},
+    process::Command,
+    time::{Duration, SystemTime},
+};
 
 use jailer::{
+    ban::{Ban, Target},
     cli::active_bans,
     kernel::{BanTable as _, XdpBanTable},
 };
 use jailer_common::map_names;
-use jailer_tests::{TempBpffs, ban, host, require_root};
+use jailer_tests::{TempBpffs, ban, host, require_root, target};
 
 #[test]
 #[ignore = "needs root"]
@@ -128,4 +134,72 @@ fn a_full_ban_map_refuses_new_bans_and_keeps_old_ones() {
         err.contains("BANS_V4 is full (4 entries)") && err.contains("203.0.113.99"),
         "{err}"
     );
+}
+
+#[test]
+#[ignore = "needs root"]
+fn batch_syscalls_write_list_and_delete_many_bans() {
+    require_root();
+    let mut ebpf = aya::EbpfLoader::new()
+        .load(jailer::kernel::XDP_OBJECT)
+        .expect("load object");
+    let mut table = XdpBanTable::from_ebpf(&mut ebpf).unwrap();
+    // 100k IPv4 and 10k IPv6 hosts, two port sets, some permanent, plus a
+    // network (tries have no batch calls: written one by one).
+    let mut bans: Vec<(Target, Ban)> = (0..100_000u32)
+        .map(|i| {
+            let ports: &[u16] = if i % 2 == 0 { &[110] } else { &[110, 995] };
+            let secs = (i % 3 != 0).then_some(3600 + u64::from(i));
+            (
+                Target::host(Ipv4Addr::from(0x0a00_0000 | i).into()),
+                ban(ports, secs),
+            )
+        })
+        .collect();
+    bans.extend((0..10_000u16).map(|i| {
+        let a = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 1, i);
+        (Target::host(a.into()), ban(&[143], None))
+    }));
+    bans.push((target("198.51.100.0/24"), ban(&[], Some(60))));
+    assert_eq!(table.insert_many(&bans).unwrap(), bans.len());
+
+    let listed: HashMap<Target, Ban> = table
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.target, l.ban))
+        .collect();
+    assert_eq!(listed.len(), bans.len(), "every ban listed once");
+    for (t, b) in &bans {
+        let got = &listed[t];
+        assert_eq!((&got.ports, got.monitor), (&b.ports, b.monitor), "{t}");
+        // Written and read back through the kernel clock: nanosecond drift.
+        let (want, have) = (
+            b.expiry.remaining(SystemTime::now()),
+            got.expiry.remaining(SystemTime::now()),
+        );
+        match (want, have) {
+            (None, None) => {}
+            (Some(w), Some(h)) => assert!(
+                w.abs_diff(h) < Duration::from_secs(1),
+                "{t}: {w:?} vs {h:?}"
+            ),
+            other => panic!("{t}: expiry {other:?}"),
+        }
+    }
+
+    // Delete every other one, with absent targets interleaved (skipped).
+    let mut doomed: Vec<Target> = bans.iter().step_by(2).map(|(t, _)| *t).collect();
+    let present = doomed.len();
+    doomed.extend((0..100u32).map(|i| Target::host(Ipv4Addr::from(0x0b00_0000 | i).into())));
+    assert_eq!(table.remove_many(&doomed).unwrap(), present);
+    assert_eq!(table.list().unwrap().len(), bans.len() - present);
+
+    // A full map: the batch writes what fits and says so, nothing evicted.
+    let mut loader = aya::EbpfLoader::new();
+    loader.map_max_entries(map_names::BANS_V4, 1000);
+    let mut small = loader.load(jailer::kernel::XDP_OBJECT).unwrap();
+    let mut table = XdpBanTable::from_ebpf(&mut small).unwrap();
+    assert_eq!(table.insert_many(&bans[..1500]).unwrap(), 1000);
+    assert_eq!(table.list().unwrap().len(), 1000);
 }

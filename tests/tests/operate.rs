@@ -20,7 +20,7 @@ use jailer::{
     config::Config,
     kernel::{BanTable, XdpBanTable},
 };
-use jailer_tests::{Pair, TempBpffs, ban, host, login, ns_agent, pop3_server, require_root};
+use jailer_tests::{Pair, TempBpffs, host, login, ns_agent, pop3_server, require_root};
 
 const METRICS_PORT: u16 = 19567;
 
@@ -89,8 +89,25 @@ fn status_metrics_and_sighup_reload() {
         table.get(host("10.197.0.2")).unwrap().is_some()
     });
     assert!(login(&net.client, "10.197.0.2", "10.197.0.1:110", "guess").is_err());
-    let mut manual = XdpBanTable::open_existing(&bpffs.pins()).unwrap();
-    manual.insert(host("10.197.0.9"), &ban(&[], None)).unwrap();
+    // A ban by hand: maps and journal; the agent is told and takes it in.
+    let by_hand = [
+        "jailer",
+        "ban",
+        "10.197.0.9",
+        "--port",
+        "all",
+        "--time",
+        "permanent",
+        "--config",
+    ];
+    let cli = Cli::try_parse_from(
+        by_hand
+            .iter()
+            .copied()
+            .chain([config_path.to_str().unwrap()]),
+    )
+    .unwrap();
+    jailer::cli::run(cli).expect("jailer ban");
 
     let s = status(&state_dir);
     assert_eq!(s.source, "agent");
@@ -118,7 +135,7 @@ fn status_metrics_and_sighup_reload() {
         s.logs[0].lines, 4,
         "one success and three failures were logged"
     );
-    assert_eq!(s.bans_in_maps, 2, "the jail's ban and the manual one");
+    assert_eq!(s.bans_in_force, 2, "the jail's ban and the manual one");
     let packets = s.packets.expect("STATS pinned");
     assert!(
         packets.dropped_v4 >= 1,
@@ -154,7 +171,10 @@ fn status_metrics_and_sighup_reload() {
         metric(&body, "jailer_banned{jail=\"vpopmail\"}"),
         s2.jails[0].currently_banned
     );
-    assert_eq!(metric(&body, "jailer_bans_in_maps"), s2.bans_in_maps as u64);
+    assert_eq!(
+        metric(&body, "jailer_bans_in_force"),
+        s2.bans_in_force as u64
+    );
     let log_metric = format!(
         "jailer_lines_read_total{{log=\"{}\"}}",
         dir.path().join("mail.log").display()
@@ -174,7 +194,7 @@ fn status_metrics_and_sighup_reload() {
         status(&state_dir).jails.len() == 2
     });
     let s3 = status(&state_dir);
-    assert_eq!(s3.bans_in_maps, 2, "no ban dropped by the reload");
+    assert_eq!(s3.bans_in_force, 2, "no ban dropped by the reload");
     assert_eq!(
         s3.jails
             .iter()
@@ -214,7 +234,7 @@ fn status_metrics_and_sighup_reload() {
     // With the agent gone, status still answers from the maps.
     let s4 = jailer::agent::status::from_maps(&Config::load(&config_path).unwrap()).unwrap();
     assert_eq!(s4.source, "maps");
-    assert_eq!(s4.bans_in_maps, 3);
+    assert_eq!(s4.bans_in_force, 3);
     assert_eq!(
         s4.jails
             .iter()

@@ -29,15 +29,29 @@ pub enum Request {
     Status,
     Reload,
     Metrics,
+    /// `jailer ban`/`unban` appended to the journal: read it now.
+    JournalChanged,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "snake_case")]
 pub enum Response {
-    Status { status: Status },
-    Reloaded { jails: Vec<String> },
-    Metrics { text: String },
-    Error { message: String },
+    Status {
+        status: Status,
+    },
+    Reloaded {
+        jails: Vec<String>,
+    },
+    Metrics {
+        text: String,
+    },
+    /// Journal records taken in.
+    JournalRead {
+        records: usize,
+    },
+    Error {
+        message: String,
+    },
 }
 
 /// A request and where its answer goes.

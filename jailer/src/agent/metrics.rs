@@ -149,10 +149,10 @@ pub fn render(status: &Status, unbans: u64, latency: &Histogram) -> String {
     );
     family(
         &mut o,
-        "jailer_bans_in_maps",
+        "jailer_bans_in_force",
         "gauge",
         "Bans in force in the kernel maps (all jails and manual bans).",
-        [(None, status.bans_in_maps as u64)],
+        [(None, status.bans_in_force as u64)],
     );
     family(
         &mut o,
@@ -308,7 +308,7 @@ mod tests {
                 dropped_v6: 1,
                 would_drop: 0,
             }),
-            bans_in_maps: 1,
+            bans_in_force: 1,
             window_evictions: Some(0),
             ..Status::default()
         };

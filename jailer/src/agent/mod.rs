@@ -10,7 +10,7 @@ mod reload;
 pub mod status;
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap},
     future::Future,
     path::PathBuf,
     sync::Arc,
@@ -27,14 +27,13 @@ use tracing::{info, warn};
 use self::{
     control::{Call, Request, Response},
     metrics::Histogram,
-    status::{InterfaceStatus, JailStatus, LogStatus, Status},
 };
 use crate::{
     config::{Config, XdpAction},
     error::{Chain, Error},
     host,
     jail::Engine,
-    kernel::{self, AttachMode, Attached, BanTable},
+    kernel::{self, Attached, BanTable},
     source::{DirWatcher, Follower, LogBatch, SourceError, follow},
     state::{self, AgentLock, Journal, Snapshot},
 };
@@ -84,6 +83,9 @@ struct Agent<T: BanTable> {
     options: AgentOptions,
     engine: Engine<T>,
     journal: Journal,
+    /// Where the journal was read up to: records others append after it
+    /// (`jailer ban`/`unban`) are taken in.
+    journal_offset: u64,
     /// Records appended since the journal was last synced to disk.
     unsynced: bool,
     snapshot: Snapshot,
@@ -133,6 +135,7 @@ pub async fn run_agent_with<T: BanTable + 'static>(
     let mut engine = Engine::new(config.jails.clone(), table);
     engine.set_own_addresses(host::own_addresses());
     let restored = engine.restore(&replay, now)?;
+    let journal_offset = journal.len()?;
     if restored > 0 {
         info!(count = restored, "bans restored from the journal");
     }
@@ -161,6 +164,7 @@ pub async fn run_agent_with<T: BanTable + 'static>(
         options,
         engine,
         journal,
+        journal_offset,
         unsynced: false,
         snapshot,
         path_jails: HashMap::new(),
@@ -220,6 +224,7 @@ pub async fn run_agent_with<T: BanTable + 'static>(
                     dirty = false;
                 }
                 agent.sync_journal();
+                agent.read_journal();
                 agent.report_evictions();
                 agent.check_interfaces();
                 agent.engine.set_own_addresses(host::own_addresses());
@@ -349,6 +354,24 @@ impl<T: BanTable> Agent<T> {
         }
     }
 
+    /// Takes in what others appended to the journal since it was last read.
+    fn read_journal(&mut self) -> usize {
+        match self
+            .journal
+            .read_from(self.journal_offset, SystemTime::now())
+        {
+            Ok((records, offset)) => {
+                self.journal_offset = offset;
+                self.engine.apply_records(&records);
+                records.len()
+            }
+            Err(e) => {
+                warn!(error = %Chain(&e), "reading the ban journal failed");
+                0
+            }
+        }
+    }
+
     /// Group commit: bans of the last second reach the disk together.
     fn sync_journal(&mut self) {
         if std::mem::take(&mut self.unsynced)
@@ -437,65 +460,15 @@ impl<T: BanTable> Agent<T> {
             Request::Metrics => Response::Metrics {
                 text: metrics::render(&self.status(), self.engine.unbans(), &self.latency),
             },
+            Request::JournalChanged => Response::JournalRead {
+                records: self.read_journal(),
+            },
             Request::Reload => match self.reload() {
                 Ok(jails) => Response::Reloaded { jails },
                 Err(e) => Response::Error {
                     message: Chain(&e).to_string(),
                 },
             },
-        }
-    }
-
-    fn status(&self) -> Status {
-        let interfaces = if self.options.attached.is_empty() {
-            status::interfaces(&self.config.bpffs)
-        } else {
-            self.options
-                .attached
-                .iter()
-                .map(|a| InterfaceStatus {
-                    name: a.iface.clone(),
-                    mode: match self.ifindexes.get(&a.iface) {
-                        Some(None) => AttachMode::Missing,
-                        _ => a.mode,
-                    },
-                })
-                .collect()
-        };
-        let in_force = status::bans_in_force(self.engine.table()).unwrap_or_else(|e| {
-            warn!(error = %Chain(&e), "listing the ban maps failed");
-            HashSet::new()
-        });
-        let jails = self
-            .engine
-            .jail_report(&in_force)
-            .into_iter()
-            .map(|(name, stats, failing, banned)| JailStatus {
-                name,
-                currently_failed: Some(failing as u64),
-                total_failed: Some(stats.total_failed),
-                currently_banned: banned.len() as u64,
-                total_banned: Some(stats.total_banned),
-                ban_errors: Some(stats.ban_errors),
-                banned: banned.iter().map(ToString::to_string).collect(),
-            })
-            .collect();
-        Status {
-            source: "agent".into(),
-            uptime_secs: Some(self.started.elapsed().as_secs()),
-            interfaces,
-            packets: kernel::packet_stats(&self.config.bpffs),
-            logs: self
-                .path_jails
-                .keys()
-                .map(|p| LogStatus {
-                    path: p.display().to_string(),
-                    lines: self.lines_read.get(p).copied().unwrap_or(0),
-                })
-                .collect(),
-            jails,
-            bans_in_maps: in_force.len(),
-            window_evictions: Some(self.engine.evictions()),
         }
     }
 }

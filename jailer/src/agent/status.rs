@@ -28,8 +28,9 @@ pub struct Status {
     /// Lines read per log file (agent only).
     pub logs: Vec<LogStatus>,
     pub jails: Vec<JailStatus>,
-    /// Bans in force in the kernel maps, all jails and manual ones.
-    pub bans_in_maps: usize,
+    /// Bans in force, all jails and manual ones: as the agent knows them
+    /// (its own, restored, and set with `jailer ban`), else from the maps.
+    pub bans_in_force: usize,
     /// Failure windows evicted to bound memory (agent only).
     pub window_evictions: Option<u64>,
 }
@@ -95,8 +96,18 @@ pub fn interfaces(bpffs: &Path) -> Vec<InterfaceStatus> {
 /// Status from the maps and the journal alone (the agent is not running).
 pub fn from_maps(config: &Config) -> Result<Status, Error> {
     let table = XdpBanTable::open_existing(&config.bpffs)?;
-    let in_force = bans_in_force(&table)?;
-    let replay = Journal::new(&config.state_dir).replay(SystemTime::now())?;
+    // Listing the maps and reading the journal take about as long as each
+    // other with a million bans: do both at once.
+    let (in_force, replay) = std::thread::scope(|s| {
+        let journal = s.spawn(|| Journal::new(&config.state_dir).replay(SystemTime::now()));
+        let in_force = bans_in_force(&table);
+        (in_force, journal.join())
+    });
+    let in_force = in_force?;
+    let replay = match replay {
+        Ok(r) => r?,
+        Err(_) => return Err(Error::Usage("reading the journal failed".into())),
+    };
     let jails = config
         .jails
         .iter()
@@ -121,7 +132,60 @@ pub fn from_maps(config: &Config) -> Result<Status, Error> {
         interfaces: interfaces(&config.bpffs),
         packets: kernel::packet_stats(&config.bpffs),
         jails,
-        bans_in_maps: in_force.len(),
+        bans_in_force: in_force.len(),
         ..Status::default()
     })
+}
+
+impl<T: BanTable> super::Agent<T> {
+    /// The agent's own view: its counters, its logs, the maps.
+    pub(super) fn status(&self) -> Status {
+        let interfaces = if self.options.attached.is_empty() {
+            interfaces(&self.config.bpffs)
+        } else {
+            self.options
+                .attached
+                .iter()
+                .map(|a| InterfaceStatus {
+                    name: a.iface.clone(),
+                    mode: match self.ifindexes.get(&a.iface) {
+                        Some(None) => AttachMode::Missing,
+                        _ => a.mode,
+                    },
+                })
+                .collect()
+        };
+        let now = SystemTime::now();
+        let jails = self
+            .engine
+            .jail_report(now)
+            .into_iter()
+            .map(|(name, stats, failing, banned)| JailStatus {
+                name,
+                currently_failed: Some(failing as u64),
+                total_failed: Some(stats.total_failed),
+                currently_banned: banned.len() as u64,
+                total_banned: Some(stats.total_banned),
+                ban_errors: Some(stats.ban_errors),
+                banned: banned.iter().map(ToString::to_string).collect(),
+            })
+            .collect();
+        Status {
+            source: "agent".into(),
+            uptime_secs: Some(self.started.elapsed().as_secs()),
+            interfaces,
+            packets: kernel::packet_stats(&self.config.bpffs),
+            logs: self
+                .path_jails
+                .keys()
+                .map(|p| LogStatus {
+                    path: p.display().to_string(),
+                    lines: self.lines_read.get(p).copied().unwrap_or(0),
+                })
+                .collect(),
+            jails,
+            bans_in_force: self.engine.bans_in_force(now),
+            window_evictions: Some(self.engine.evictions()),
+        }
+    }
 }

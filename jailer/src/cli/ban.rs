@@ -11,6 +11,7 @@ use tracing::warn;
 
 use super::{BanArgs, UnbanArgs, args, print, require_root};
 use crate::{
+    agent::control::{self, Request},
     ban::{Ban, Expiry, Target},
     config::Config,
     error::{Chain, Error},
@@ -60,6 +61,14 @@ pub fn lockout_risk(target: Target, own: &[IpAddr]) -> Option<String> {
         .map(|ip| format!("it covers {ip}, an address of this host"))
 }
 
+/// Lets a running agent know the journal changed (it also reads it every
+/// second, so an agent that does not answer still learns).
+fn tell_agent(config: &Config) {
+    if let Err(e) = control::ask(&config.state_dir, &Request::JournalChanged) {
+        warn!(error = %Chain(&e), "the running agent could not be told; it reads the journal within a second");
+    }
+}
+
 pub(super) fn ban(config_path: &Path, args: &BanArgs) -> Result<(), Error> {
     require_root("ban")?;
     let config = Config::load_or_default(config_path)?;
@@ -87,6 +96,7 @@ pub(super) fn ban(config_path: &Path, args: &BanArgs) -> Result<(), Error> {
     if let Err(e) = journaled {
         warn!(error = %Chain(&e), "the ban is enforced but not journaled: it will not be restored after a reboot");
     }
+    tell_agent(&config);
     let how_long = args.time.0.map_or("permanently".to_owned(), |d| {
         format!("for {}", format_duration(d))
     });
@@ -135,6 +145,7 @@ pub(super) fn unban(config_path: &Path, args: &UnbanArgs) -> Result<(), Error> {
     if let Err(e) = journal.append(&[record], true) {
         warn!(error = %Chain(&e), "the unban is done but not journaled: a reboot would restore the ban");
     }
+    tell_agent(&config);
     print(&message)
 }
 

@@ -9,7 +9,7 @@ pub(super) fn run(config_path: &Path) -> Result<(), Error> {
     let config = preflight(config_path)?;
     let mut out = format!("{}: OK\n", config.path.display());
     out.push_str(&format!(
-        "  interfaces {} ({:?} mode, {:?}), bpffs {}, state_dir {}\n",
+        "  interfaces {} (xdp_mode {:?}, xdp_action {:?}), bpffs {}, state_dir {}\n",
         config.interfaces.join(" "),
         config.xdp_mode,
         config.xdp_action,

@@ -93,7 +93,7 @@ pub fn render(status: &Status, only: Option<&str>) -> String {
     for log in &status.logs {
         let _ = writeln!(out, "|- Log:\t\t{} ({} lines read)", log.path, log.lines);
     }
-    let _ = writeln!(out, "|- Bans in maps:\t{}", status.bans_in_maps);
+    let _ = writeln!(out, "|- Bans in force:\t{}", status.bans_in_force);
     if let Some(e) = status.window_evictions {
         let _ = writeln!(out, "|- Window evictions:\t{e}");
     }
@@ -170,7 +170,7 @@ mod tests {
                     ..JailStatus::default()
                 },
             ],
-            bans_in_maps: 1,
+            bans_in_force: 1,
             window_evictions: Some(0),
         };
         let text = render(&s, Some("vpopmail"));

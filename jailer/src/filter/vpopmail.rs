@@ -192,19 +192,9 @@ mod tests {
             "system user shadow entry not found bob:203.0.113.7",
             "system password fail bob:203.0.113.7",
         ];
-        let tags = [
-            "pop3",
-            "pop3s",
-            "imap",
-            "imaps",
-            "smtp",
-            "smtps",
-            "submission",
-            "webmail",
-            "2110",
-        ];
+        let tags: Vec<&str> = VCHKPW_TAGS.iter().copied().chain(["2110"]).collect();
         for body in bodies {
-            for tag in tags {
+            for tag in &tags {
                 let line = format!("{HDR}vchkpw-{tag}: {body}");
                 assert_eq!(vp(&line), fail("203.0.113.7"), "{line}");
             }

@@ -11,14 +11,14 @@ use std::{
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
-use super::{policy::bantime_for, window::FailureWindow};
+use super::{known::KnownBans, policy::bantime_for, window::FailureWindow};
 use crate::{
     ban::{Ban, Expiry, Target},
     config::Jail,
     filter::{Verdict, timestamp::parse_timestamp},
     kernel::{BanTable, BpfError},
     state::{Record, Replay},
-    time::format_duration,
+    time::{format_duration, from_unix_secs},
 };
 
 /// A jail's failure windows: (address, failure times in ms since the epoch).
@@ -66,19 +66,12 @@ pub struct BanEvent {
     pub ban: Ban,
 }
 
-/// A ban the engine knows to be in force, and the jails behind it.
-#[derive(Debug, Clone)]
-struct Known {
-    ban: Ban,
-    jails: Vec<String>,
-}
-
 /// Jails, the ban table they write to, and the expiry queue.
 pub struct Engine<T: BanTable> {
     jails: Vec<JailState>,
     table: T,
-    /// Bans set or restored by this engine, as far as it knows in force.
-    known: HashMap<Target, Known>,
+    /// Bans in force as far as this engine knows.
+    known: KnownBans,
     /// (wall-clock expiry, target) of known bans.
     expiry: BTreeSet<(SystemTime, Target)>,
     /// Journal records of bans made since the caller last took them.
@@ -93,7 +86,7 @@ impl<T: BanTable> Engine<T> {
         Self {
             jails: jails.into_iter().map(JailState::new).collect(),
             table,
-            known: HashMap::new(),
+            known: KnownBans::default(),
             expiry: BTreeSet::new(),
             pending: Vec::new(),
             own: HashSet::new(),
@@ -142,27 +135,60 @@ impl<T: BanTable> Engine<T> {
     }
 
     /// Per jail: (name, counters, addresses with failures in their window,
-    /// targets it banned that are in force in `in_force`).
-    pub fn jail_report(
-        &self,
-        in_force: &HashSet<Target>,
-    ) -> Vec<(String, JailStats, usize, Vec<Target>)> {
+    /// targets it banned that are in force at `now`).
+    pub fn jail_report(&self, now: SystemTime) -> Vec<(String, JailStats, usize, Vec<Target>)> {
         let mut by_jail: HashMap<&str, Vec<Target>> = HashMap::new();
-        for (target, known) in &self.known {
-            if in_force.contains(target) {
-                for jail in &known.jails {
-                    by_jail.entry(jail).or_default().push(*target);
-                }
+        for (target, jails) in self.known.in_force(now) {
+            for jail in jails {
+                by_jail.entry(jail).or_default().push(target);
             }
         }
         self.jails
             .iter()
             .map(|j| {
                 let mut banned = by_jail.remove(j.jail.name.as_str()).unwrap_or_default();
-                banned.sort();
+                banned.sort_unstable();
                 (j.jail.name.clone(), j.stats.clone(), j.window.len(), banned)
             })
             .collect()
+    }
+
+    /// Bans in force at `now`, all jails and manual ones, as the engine
+    /// knows them.
+    pub fn bans_in_force(&self, now: SystemTime) -> usize {
+        self.known.count_in_force(now)
+    }
+
+    /// Takes in bans and unbans that others wrote to the journal (`jailer
+    /// ban`/`unban`, while this engine runs): they count for "already
+    /// banned", status and expiry like its own.
+    pub fn apply_records(&mut self, records: &[Record]) {
+        for record in records {
+            match record {
+                Record::Ban {
+                    addr,
+                    jail,
+                    ports,
+                    until,
+                    monitor,
+                    ..
+                } => {
+                    let ban = Ban {
+                        ports: ports.clone(),
+                        expiry: until.map_or(Expiry::Never, |u| Expiry::At(from_unix_secs(u))),
+                        monitor: *monitor,
+                    };
+                    if let Expiry::At(t) = ban.expiry {
+                        self.expiry.insert((t, *addr));
+                    }
+                    self.known.remember(*addr, &ban, jail);
+                }
+                Record::Unban { addr, .. } => {
+                    self.known.forget(*addr);
+                }
+                Record::UnbanAll { .. } => self.known.clear(),
+            }
+        }
     }
 
     /// Bans lifted by expiry since start.
@@ -213,16 +239,10 @@ impl<T: BanTable> Engine<T> {
             if let Expiry::At(t) = ban.expiry {
                 expiry.push((t, target));
             }
+            self.known.remember(target, &ban, replay.jail(entry));
             if !present.contains(&target) {
-                missing.push((target, ban.clone()));
+                missing.push((target, ban));
             }
-            self.known.insert(
-                target,
-                Known {
-                    ban,
-                    jails: vec![replay.jail(entry).to_owned()],
-                },
-            );
         }
         // Bulk-built (sorted once) rather than a million single inserts.
         expiry.extend(std::mem::take(&mut self.expiry));
@@ -267,20 +287,17 @@ impl<T: BanTable> Engine<T> {
         self.jails.iter().map(|j| j.window.evictions()).sum()
     }
 
-    /// Whether a ban covering `ban` is in force on `target`: first what this
-    /// engine knows (no syscall for the unknown), then the table itself (an
-    /// admin may have lifted it by hand meanwhile).
-    fn in_force(&mut self, target: Target, ban: &Ban, now: SystemTime) -> Result<bool, BpfError> {
-        let Some(known) = self.known.get(&target) else {
-            return Ok(false);
-        };
-        if !known.ban.expiry.is_active(now) || !known.ban.covers_ports_of(ban) {
+    /// Whether a ban covering `probe` is in force on `target`: first what
+    /// this engine knows (no syscall for the unknown), then the table itself
+    /// (lifted by hand meanwhile, or by an admin with bpftool).
+    fn in_force(&mut self, target: Target, probe: &Ban, now: SystemTime) -> Result<bool, BpfError> {
+        if !self.known.covers(target, probe, now) {
             return Ok(false);
         }
         match self.table.get(target)? {
-            Some(b) if b.expiry.is_active(now) && b.covers_ports_of(ban) => Ok(true),
+            Some(b) if b.expiry.is_active(now) && b.covers_ports_of(probe) => Ok(true),
             _ => {
-                self.known.remove(&target);
+                self.known.forget(target);
                 Ok(false)
             }
         }
@@ -356,7 +373,7 @@ impl<T: BanTable> Engine<T> {
             if old.covers(&ban) {
                 debug!(%target, jail = name, "already banned");
                 self.jails[i].stats.already_banned += 1;
-                self.remember(target, old, &name);
+                self.known.remember(target, &old, &name);
                 return Ok(None);
             }
             ban = old.merge(&ban);
@@ -374,23 +391,12 @@ impl<T: BanTable> Engine<T> {
             .map_or("permanent".to_owned(), format_duration);
         info!(%target, jail = name, %bantime, ports = %ban.ports, "banned");
         self.pending.push(Record::ban(target, &name, &ban, now));
-        self.remember(target, ban.clone(), &name);
+        self.known.remember(target, &ban, &name);
         Ok(Some(BanEvent {
             jail: name,
             target,
             ban,
         }))
-    }
-
-    fn remember(&mut self, target: Target, ban: Ban, jail: &str) {
-        let known = self.known.entry(target).or_insert_with(|| Known {
-            ban: ban.clone(),
-            jails: Vec::new(),
-        });
-        known.ban = ban;
-        if !known.jails.iter().any(|j| j == jail) {
-            known.jails.push(jail.to_owned());
-        }
     }
 
     /// When the next known ban is due to lapse.
@@ -415,7 +421,7 @@ impl<T: BanTable> Engine<T> {
                     Ok(_) => {
                         info!(%target, "unbanned (bantime over)");
                         self.unbans += 1;
-                        self.known.remove(&target);
+                        self.known.forget(target);
                         lifted.push(target);
                     }
                     Err(e) => {
@@ -579,8 +585,7 @@ mod tests {
         e.handle_line(&[0, 1], &line("203.0.113.7"), SystemTime::now());
         let b = &e.table().bans()[&target("203.0.113.7")];
         assert!(b.ports.contains(110) && b.ports.contains(143));
-        let in_force = [target("203.0.113.7")].into();
-        let report = e.jail_report(&in_force);
+        let report = e.jail_report(SystemTime::now());
         assert!(report.iter().all(|(_, _, _, banned)| banned.len() == 1));
     }
 
@@ -676,6 +681,33 @@ mod tests {
         assert!(
             e.table().bans().is_empty(),
             "one failure each: nobody banned"
+        );
+    }
+
+    #[test]
+    fn bans_and_unbans_by_hand_are_taken_in_from_the_journal() {
+        let mut e = Engine::new(vec![jail(1, &["pop3"])], MemBanTable::default());
+        let now = SystemTime::now();
+        let t = target("203.0.113.7");
+        let by_hand = Ban::new(PortSet::Only(vec![110]), Expiry::Never);
+        // `jailer ban` wrote the map and the journal; the engine reads it.
+        e.table_mut().insert(t, &by_hand).unwrap();
+        e.apply_records(&[Record::ban(t, "manual", &by_hand, now)]);
+        assert_eq!(e.bans_in_force(now), 1);
+        assert!(
+            e.handle_line(&[0], &line("203.0.113.7"), now).is_empty(),
+            "already banned"
+        );
+        e.table_mut().remove(t).unwrap();
+        e.apply_records(&[Record::Unban {
+            addr: t,
+            at: unix_secs(now),
+        }]);
+        assert_eq!(e.bans_in_force(now), 0);
+        assert_eq!(
+            e.handle_line(&[0], &line("203.0.113.7"), now).len(),
+            1,
+            "banned again"
         );
     }
 }

@@ -3,11 +3,13 @@
 //! lifted when their bantime is over.
 
 mod engine;
+mod known;
 mod policy;
 mod window;
 
 pub use self::{
     engine::{BanEvent, Engine, JailStats, WindowEntries},
+    known::KnownBans,
     policy::bantime_for,
     window::{DEFAULT_MAX_TRACKED, FailureWindow},
 };

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use super::{
     BpfError, XDP_OBJECT,
     bpffs::{ensure_bpffs, link_pin, pin_err, remove_stale_links},
-    table::XdpBanTable,
+    xdp_table::XdpBanTable,
 };
 use crate::config::XdpMode;
 

@@ -14,6 +14,7 @@ pub mod clock;
 mod mem;
 mod stats;
 mod table;
+mod xdp_table;
 
 use std::{io, path::PathBuf};
 
@@ -22,7 +23,8 @@ pub use self::{
     bpffs::{attached_interfaces, check_bpffs, detach, ensure_bpffs},
     mem::MemBanTable,
     stats::{PacketStats, packet_stats},
-    table::{BanTable, XdpBanTable},
+    table::BanTable,
+    xdp_table::XdpBanTable,
 };
 
 /// The XDP object, built by `build.rs` through aya-build.

@@ -347,6 +347,15 @@ mod tests {
             .unwrap();
     }
 
+    /// A fresh empty log in a temp dir, followed from its (empty) end.
+    fn following() -> (tempfile::TempDir, PathBuf, Follower) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("mail.log");
+        append(&log, "");
+        let f = Follower::open(&log, None);
+        (dir, log, f)
+    }
+
     fn poll(f: &mut Follower) -> Vec<String> {
         let mut v = Lines::default();
         while f.poll(&mut v, 1 << 20).unwrap().more {}
@@ -378,10 +387,7 @@ mod tests {
 
     #[test]
     fn rotation_by_rename_and_create_reads_both_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("mail.log");
-        append(&log, "");
-        let mut f = Follower::open(&log, None);
+        let (dir, log, mut f) = following();
         append(&log, "1\n2\n");
         assert_eq!(poll(&mut f), ["1", "2"]);
         append(&log, "3\n4");
@@ -399,10 +405,7 @@ mod tests {
 
     #[test]
     fn copytruncate_restarts_at_zero() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("mail.log");
-        append(&log, "");
-        let mut f = Follower::open(&log, None);
+        let (dir, log, mut f) = following();
         append(&log, "aaaa\nbbbb\n");
         assert_eq!(poll(&mut f), ["aaaa", "bbbb"]);
         fs::copy(&log, dir.path().join("mail.log.1")).unwrap();
@@ -413,10 +416,7 @@ mod tests {
 
     #[test]
     fn resume_from_saved_position_same_and_rotated_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("mail.log");
-        append(&log, "");
-        let mut f = Follower::open(&log, None);
+        let (dir, log, mut f) = following();
         append(&log, "1\n2\n");
         assert_eq!(poll(&mut f), ["1", "2"]);
         let saved = f.position().unwrap();
@@ -438,10 +438,7 @@ mod tests {
 
     #[test]
     fn overlong_lines_are_counted_and_skipped_and_bad_utf8_survives() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("mail.log");
-        append(&log, "");
-        let mut f = Follower::open(&log, None);
+        let (_dir, log, mut f) = following();
         let long = "x".repeat(MAX_LINE * 3);
         append(&log, &format!("a\n{long}\nb\n"));
         OpenOptions::new()
@@ -478,10 +475,7 @@ mod tests {
 
     #[test]
     fn copytruncate_lines_not_read_before_the_copy_come_from_the_copy() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("mail.log");
-        append(&log, "");
-        let mut f = Follower::open(&log, None);
+        let (dir, log, mut f) = following();
         append(&log, "line one\nline two\n");
         assert_eq!(poll(&mut f), ["line one", "line two"]);
         append(&log, "line three\nline fo"); // not read before the rotation
@@ -498,10 +492,7 @@ mod tests {
 
     #[test]
     fn a_burst_is_read_in_bounded_batches_with_nothing_lost() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("mail.log");
-        append(&log, "");
-        let mut f = Follower::open(&log, None);
+        let (_dir, log, mut f) = following();
         let burst: String = (0..200_000).map(|i| format!("line {i}\n")).collect();
         append(&log, &burst);
         let (mut batches, mut total, mut biggest) = (0, 0, 0);
@@ -525,10 +516,7 @@ mod tests {
 
     #[test]
     fn a_restart_inside_an_overlong_line_skips_it_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("mail.log");
-        append(&log, "");
-        let mut f = Follower::open(&log, None);
+        let (_dir, log, mut f) = following();
         // The tail of an over-long line looks like a line of its own: it
         // must never be read as one, even across a restart mid-line.
         let long = format!(

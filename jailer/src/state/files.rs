@@ -21,12 +21,17 @@ pub fn open_append(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// Reads `path` whole; refuses a symlink.
-pub fn read(path: &Path) -> io::Result<Vec<u8>> {
-    let mut file = OpenOptions::new()
+/// Opens `path` for reading; refuses a symlink.
+pub fn open_read(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)?;
+        .open(path)
+}
+
+/// Reads `path` whole; refuses a symlink.
+pub fn read(path: &Path) -> io::Result<Vec<u8>> {
+    let mut file = open_read(path)?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
     Ok(bytes)

@@ -8,6 +8,7 @@
 //! written back by compaction.
 
 use std::{
+    borrow::Cow,
     collections::HashMap,
     fs,
     io::{self, Write},
@@ -83,28 +84,6 @@ impl Record {
             monitor: ban.monitor,
         }
     }
-
-    /// The values a parsed record must hold to be believed.
-    fn check(&self, now: u64) -> Result<(), String> {
-        let at = match self {
-            Self::Ban { at, .. } | Self::Unban { at, .. } | Self::UnbanAll { at } => *at,
-        };
-        if at > now + SKEW {
-            return Err(format!("`at` {at} is in the future"));
-        }
-        if let Self::Ban {
-            until: Some(until),
-            at,
-            ..
-        } = self
-            && (*until <= *at || *until > at + MAX_DURATION.as_secs() + SKEW)
-        {
-            return Err(format!(
-                "`until` {until} is not within 10 years after `at` {at}"
-            ));
-        }
-        Ok(())
-    }
 }
 
 /// One ban from the journal, with its jail and ports interned in the
@@ -123,8 +102,13 @@ pub struct BanEntry {
 /// The journal replayed.
 #[derive(Debug, Default)]
 pub struct Replay {
-    jails: Interner<String>,
-    port_sets: Interner<PortSet>,
+    /// Jail names.
+    jails: Interner,
+    /// Port lists by their text, parsed once each (a million bans share a
+    /// handful): `port_sets[i]` is the set of `ports.values[i]`, or why that
+    /// text is refused.
+    ports: Interner,
+    port_sets: Vec<Result<PortSet, String>>,
     /// Bans not lifted, by target (the latest ban wins); may be expired.
     /// (Fx hashing: the journal is jailer's own file, not attacker input.)
     pub bans: FxHashMap<Target, BanEntry>,
@@ -136,37 +120,29 @@ pub struct Replay {
     pub skipped: usize,
 }
 
-/// Values shared by many records, stored once.
-#[derive(Debug)]
-struct Interner<T> {
-    values: Vec<T>,
-    index: HashMap<T, u32>,
+/// Strings shared by many records, stored once.
+#[derive(Debug, Default)]
+struct Interner {
+    values: Vec<String>,
+    index: HashMap<String, u32>,
 }
 
-impl<T> Default for Interner<T> {
-    fn default() -> Self {
-        Self {
-            values: Vec::new(),
-            index: HashMap::new(),
-        }
-    }
-}
-
-impl<T: Clone + Eq + std::hash::Hash> Interner<T> {
-    fn intern(&mut self, value: &T) -> u32 {
+impl Interner {
+    /// The index of `text`, and whether it is new.
+    fn intern(&mut self, text: &str) -> (u32, bool) {
         // Runs of records share their jail and ports: check the newest first.
         if let Some(last) = self.values.len().checked_sub(1)
-            && self.values[last] == *value
+            && self.values[last] == text
         {
-            return last as u32;
+            return (last as u32, false);
         }
-        if let Some(&i) = self.index.get(value) {
-            return i;
+        if let Some(&i) = self.index.get(text) {
+            return (i, false);
         }
         let i = self.values.len() as u32;
-        self.values.push(value.clone());
-        self.index.insert(value.clone(), i);
-        i
+        self.values.push(text.to_owned());
+        self.index.insert(text.to_owned(), i);
+        (i, true)
     }
 }
 
@@ -176,10 +152,19 @@ impl Replay {
         &self.jails.values[e.jail as usize]
     }
 
+    /// An entry's ports (entries exist only for port lists that parsed).
+    fn port_set(&self, e: &BanEntry) -> PortSet {
+        // Never an `Err` (checked in `apply`); were it one, no port is
+        // narrower than any ban, never wider.
+        self.port_sets[e.ports as usize]
+            .clone()
+            .unwrap_or(PortSet::Only(Vec::new()))
+    }
+
     /// The ban an entry stands for.
     pub fn ban(&self, e: &BanEntry) -> Ban {
         Ban {
-            ports: self.port_sets.values[e.ports as usize].clone(),
+            ports: self.port_set(e),
             expiry: e
                 .until
                 .map_or(Expiry::Never, |u| Expiry::At(from_unix_secs(u))),
@@ -217,16 +202,16 @@ impl Replay {
         Record::Ban {
             addr: target,
             jail: self.jail(e).to_owned(),
-            ports: self.port_sets.values[e.ports as usize].clone(),
+            ports: self.port_set(e),
             until: e.until,
             at: e.at,
             monitor: e.monitor,
         }
     }
 
-    fn apply(&mut self, record: Record, horizon: u64) {
+    fn apply(&mut self, record: Parsed<'_>, horizon: u64) -> Result<(), String> {
         match record {
-            Record::Ban {
+            Parsed::Ban {
                 addr,
                 jail,
                 ports,
@@ -234,8 +219,13 @@ impl Replay {
                 at,
                 monitor,
             } => {
-                let jail = self.jails.intern(&jail);
-                let ports = self.port_sets.intern(&ports);
+                let (ports, new) = self.ports.intern(&ports);
+                if new {
+                    self.port_sets
+                        .push(ports_text(&self.ports.values[ports as usize]));
+                }
+                self.port_sets[ports as usize].clone().map(drop)?;
+                let (jail, _) = self.jails.intern(&jail);
                 let entry = BanEntry {
                     jail,
                     ports,
@@ -249,29 +239,215 @@ impl Replay {
                 }
                 self.bans.insert(addr, entry);
             }
-            Record::Unban { addr, .. } => {
+            Parsed::Unban { addr, .. } => {
                 self.bans.remove(&addr);
             }
-            Record::UnbanAll { .. } => self.bans.clear(),
+            Parsed::UnbanAll { .. } => self.bans.clear(),
+        }
+        Ok(())
+    }
+}
+
+/// A port list as the journal writes it; anything else is refused, never
+/// widened.
+fn ports_text(text: &str) -> Result<PortSet, String> {
+    text.parse()
+        .map_err(|e: crate::ban::PortError| format!("ports `{text}`: {e}"))
+}
+
+/// A journal line as read: borrowed, so replaying a million bans does not
+/// allocate a million strings.
+#[derive(Debug)]
+enum Parsed<'a> {
+    Ban {
+        addr: Target,
+        jail: Cow<'a, str>,
+        ports: Cow<'a, str>,
+        until: Option<u64>,
+        at: u64,
+        monitor: bool,
+    },
+    Unban {
+        addr: Target,
+        at: u64,
+    },
+    UnbanAll {
+        at: u64,
+    },
+}
+
+impl Parsed<'_> {
+    /// The values a parsed record must hold to be believed.
+    fn check(&self, now: u64) -> Result<(), String> {
+        let at = match self {
+            Self::Ban { at, .. } | Self::Unban { at, .. } | Self::UnbanAll { at } => *at,
+        };
+        if at > now + SKEW {
+            return Err(format!("`at` {at} is in the future"));
+        }
+        if let Self::Ban {
+            until: Some(until),
+            at,
+            ..
+        } = self
+            && (*until <= *at || *until > at + MAX_DURATION.as_secs() + SKEW)
+        {
+            return Err(format!(
+                "`until` {until} is not within 10 years after `at` {at}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Parsed<'_> {
+    /// The record, its port list parsed.
+    fn into_record(self) -> Result<Record, String> {
+        Ok(match self {
+            Self::Ban {
+                addr,
+                jail,
+                ports,
+                until,
+                at,
+                monitor,
+            } => Record::Ban {
+                addr,
+                jail: jail.into_owned(),
+                ports: ports_text(&ports)?,
+                until,
+                at,
+                monitor,
+            },
+            Self::Unban { addr, at } => Record::Unban { addr, at },
+            Self::UnbanAll { at } => Record::UnbanAll { at },
+        })
+    }
+}
+
+impl From<Record> for Parsed<'_> {
+    fn from(r: Record) -> Self {
+        match r {
+            Record::Ban {
+                addr,
+                jail,
+                ports,
+                until,
+                at,
+                monitor,
+            } => Self::Ban {
+                addr,
+                jail: Cow::Owned(jail),
+                ports: Cow::Owned(ports.to_string()),
+                until,
+                at,
+                monitor,
+            },
+            Record::Unban { addr, at } => Self::Unban { addr, at },
+            Record::UnbanAll { at } => Self::UnbanAll { at },
         }
     }
 }
 
+/// Reads the exact form [`Journal::append`] writes, without serde (a
+/// million records after a reboot); `None` for any other form, which then
+/// goes through serde and its full checks.
+fn parse_canonical(line: &[u8]) -> Option<Parsed<'_>> {
+    let mut c = Cursor(line);
+    c.eat(b"{\"op\":\"")?;
+    let record = if c.eat(b"ban\",\"addr\":\"").is_some() {
+        let addr = c.string()?.parse().ok()?;
+        c.eat(b",\"jail\":\"")?;
+        let jail = c.string()?;
+        c.eat(b",\"ports\":\"")?;
+        let ports = c.string()?;
+        c.eat(b",\"until\":")?;
+        let until = if c.eat(b"null").is_some() {
+            None
+        } else {
+            Some(c.number()?)
+        };
+        c.eat(b",\"at\":")?;
+        let at = c.number()?;
+        let monitor = c.eat(b",\"monitor\":true").is_some();
+        Parsed::Ban {
+            addr,
+            jail: Cow::Borrowed(jail),
+            ports: Cow::Borrowed(ports),
+            until,
+            at,
+            monitor,
+        }
+    } else if c.eat(b"unban\",\"addr\":\"").is_some() {
+        let addr = c.string()?.parse().ok()?;
+        c.eat(b",\"at\":")?;
+        Parsed::Unban {
+            addr,
+            at: c.number()?,
+        }
+    } else {
+        c.eat(b"unban_all\",\"at\":")?;
+        Parsed::UnbanAll { at: c.number()? }
+    };
+    c.eat(b"}")?;
+    c.0.is_empty().then_some(record)
+}
+
+/// A position in a canonical journal line.
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn eat(&mut self, prefix: &[u8]) -> Option<()> {
+        self.0 = self.0.strip_prefix(prefix)?;
+        Some(())
+    }
+
+    /// A string's content up to its closing quote; escapes and control
+    /// bytes are left to serde.
+    fn string(&mut self) -> Option<&'a str> {
+        let end = self.0.iter().position(|&b| b == b'"')?;
+        let (text, rest) = self.0.split_at(end);
+        if text.iter().any(|&b| b == b'\\' || b < 0x20) {
+            return None;
+        }
+        self.0 = &rest[1..];
+        std::str::from_utf8(text).ok()
+    }
+
+    fn number(&mut self) -> Option<u64> {
+        let end = self
+            .0
+            .iter()
+            .position(|b| !b.is_ascii_digit())
+            .unwrap_or(self.0.len());
+        let (digits, rest) = self.0.split_at(end);
+        // JSON numbers have no leading zeros; serde judges those.
+        if digits.is_empty() || (digits.len() > 1 && digits[0] == b'0') {
+            return None;
+        }
+        self.0 = rest;
+        std::str::from_utf8(digits).ok()?.parse().ok()
+    }
+}
+
 /// A journal line: a record, or why it was refused.
-fn parse_line(line: &[u8], now: u64) -> Option<Result<Record, String>> {
+fn parse_line(line: &[u8], now: u64) -> Option<Result<Parsed<'_>, String>> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.iter().all(u8::is_ascii_whitespace) {
         return None;
     }
-    Some(
-        serde_json::from_slice::<Record>(line)
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.check(now).map(|()| r)),
-    )
+    let parsed = match parse_canonical(line) {
+        Some(p) => Ok(p),
+        None => serde_json::from_slice::<Record>(line)
+            .map(Parsed::from)
+            .map_err(|e| e.to_string()),
+    };
+    Some(parsed.and_then(|p| p.check(now).map(|()| p)))
 }
 
 /// Parses every line, in chunks split at line ends, one thread per core;
 /// returns (0-based line number, record) in file order.
-fn parse_parallel(bytes: &[u8], now: u64) -> Vec<Vec<(usize, Result<Record, String>)>> {
+fn parse_parallel(bytes: &[u8], now: u64) -> Vec<Vec<(usize, Result<Parsed<'_>, String>)>> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 8);
@@ -377,6 +553,51 @@ impl Journal {
         self.lock()?.sync_data().map_err(self.io_err())
     }
 
+    /// The journal's length now: where [`Journal::read_from`] starts.
+    pub fn len(&self) -> Result<u64, StateError> {
+        match fs::symlink_metadata(&self.path) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(self.io_err()(e)),
+        }
+    }
+
+    /// Records appended since `offset` (complete lines only), and the offset
+    /// after them: how a running agent learns of `jailer ban`/`unban`.
+    pub fn read_from(
+        &self,
+        offset: u64,
+        now: SystemTime,
+    ) -> Result<(Vec<Record>, u64), StateError> {
+        use std::io::{Read as _, Seek as _, SeekFrom};
+        let mut file = match files::open_read(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
+            Err(e) => return Err(self.io_err()(e)),
+        };
+        let len = file.metadata().map_err(self.io_err())?.len();
+        // Shorter than where we were: rewritten meanwhile; read it all.
+        let offset = if len < offset { 0 } else { offset };
+        file.seek(SeekFrom::Start(offset)).map_err(self.io_err())?;
+        let mut bytes = Vec::new();
+        file.take(len - offset)
+            .read_to_end(&mut bytes)
+            .map_err(self.io_err())?;
+        let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let nows = unix_secs(now);
+        let mut records = Vec::new();
+        for line in bytes[..complete].split(|&b| b == b'\n') {
+            match parse_line(line, nows).map(|p| p.and_then(Parsed::into_record)) {
+                Some(Ok(r)) => records.push(r),
+                Some(Err(why)) => {
+                    warn!(file = %self.path.display(), error = %why, "unreadable ban journal record skipped")
+                }
+                None => {}
+            }
+        }
+        Ok((records, offset + complete as u64))
+    }
+
     /// Replays the journal. Unreadable or implausible lines (a torn last
     /// write after a crash, an edit by hand, damage) are reported with their
     /// line number and skipped.
@@ -397,8 +618,8 @@ impl Journal {
         out.counts.reserve(records);
         out.history.reserve(records);
         for (i, record) in parsed.into_iter().flatten() {
-            match record {
-                Ok(record) => out.apply(record, horizon),
+            match record.and_then(|r| out.apply(r, horizon)) {
+                Ok(()) => {}
                 Err(why) => {
                     out.skipped += 1;
                     warn!(file = %self.path.display(), line = i + 1, error = %why, "unreadable ban journal record skipped");
@@ -574,5 +795,55 @@ mod tests {
         let text = serde_json::to_string(&net).unwrap();
         assert!(text.contains("\"addr\":\"2001:db8:1::/48\""), "{text}");
         assert_eq!(serde_json::from_str::<Record>(&text).unwrap(), net);
+    }
+
+    #[test]
+    fn the_fast_reader_agrees_with_serde_and_leaves_the_rest_to_it() {
+        let records = [
+            ban("203.0.113.7", "vpopmail", Some(1_000_600), 1_000_000),
+            ban("2001:db8:1::/48", "manual", None, 1_000_000),
+            Record::Ban {
+                addr: target("198.51.100.9"),
+                jail: "manual".into(),
+                ports: PortSet::All,
+                until: None,
+                at: 7,
+                monitor: true,
+            },
+            Record::Unban {
+                addr: target("203.0.113.7"),
+                at: 9,
+            },
+            Record::UnbanAll { at: 10 },
+        ];
+        for r in &records {
+            let line = serde_json::to_string(r).unwrap();
+            let fast = parse_canonical(line.as_bytes()).unwrap_or_else(|| panic!("{line}"));
+            let slow = Parsed::from(serde_json::from_str::<Record>(&line).unwrap());
+            assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "{line}");
+        }
+        // Other spellings of valid records go to serde, which reads them.
+        for other in [
+            r#"{"at":1,"op":"unban_all"}"#,
+            r#"{ "op":"unban_all","at":1}"#,
+            r#"{"op":"ban","addr":"203.0.113.7","jail":"j\u0041","ports":"110","until":null,"at":1}"#,
+        ] {
+            assert!(parse_canonical(other.as_bytes()).is_none(), "{other}");
+            assert!(
+                matches!(parse_line(other.as_bytes(), 100), Some(Ok(_))),
+                "{other}"
+            );
+        }
+        // Canonical shape, bad values: refused by both.
+        for bad in [
+            r#"{"op":"ban","addr":"203.0.113.7","jail":"j","ports":"110","until":01,"at":1}"#,
+            r#"{"op":"ban","addr":"nope","jail":"j","ports":"110","until":null,"at":1}"#,
+            r#"{"op":"unban_all","at":1}x"#,
+        ] {
+            assert!(
+                matches!(parse_line(bad.as_bytes(), 100), Some(Err(_))),
+                "{bad}"
+            );
+        }
     }
 }

@@ -1,0 +1,187 @@
+//! The bans the engine knows to be in force — its own, those restored from
+//! the journal, those an admin set with `jailer ban` — and the jails behind
+//! each. `status`, metrics and "already banned" are answered from here, not
+//! by listing the kernel maps (a million bans take a third of a second to
+//! list). Compact: port sets and jail lists are interned, an entry is a few
+//! words.
+
+use std::{collections::HashMap, hash::Hash, time::SystemTime};
+
+use crate::ban::{Ban, Expiry, PortSet, Target};
+
+/// Values shared by many entries, stored once and referred to by index.
+#[derive(Debug)]
+struct Interned<T> {
+    values: Vec<T>,
+    index: HashMap<T, u32>,
+}
+
+impl<T> Default for Interned<T> {
+    fn default() -> Self {
+        Self {
+            values: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+}
+
+impl<T: Clone + Eq + Hash> Interned<T> {
+    fn id(&mut self, value: &T) -> u32 {
+        if let Some(&i) = self.index.get(value) {
+            return i;
+        }
+        let i = self.values.len() as u32;
+        self.values.push(value.clone());
+        self.index.insert(value.clone(), i);
+        i
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    expiry: Expiry,
+    ports: u32,
+    jails: u32,
+    monitor: bool,
+}
+
+/// Bans in force as far as the engine knows, by target.
+#[derive(Debug, Default)]
+pub struct KnownBans {
+    entries: HashMap<Target, Entry>,
+    port_sets: Interned<PortSet>,
+    /// Sorted jail names (`manual` for bans set by hand).
+    jail_sets: Interned<Vec<String>>,
+    /// The id of each one-jail set, by name (the common case, no allocation).
+    single: HashMap<String, u32>,
+}
+
+impl KnownBans {
+    /// The ban on `target`, if known (expired or not).
+    pub fn get(&self, target: Target) -> Option<Ban> {
+        self.entries.get(&target).map(|e| Ban {
+            ports: self.port_sets.values[e.ports as usize].clone(),
+            expiry: e.expiry,
+            monitor: e.monitor,
+        })
+    }
+
+    /// Whether a known ban on `target` is in force at `now` and drops
+    /// everything `probe` would (ports, and not only counting).
+    pub fn covers(&self, target: Target, probe: &Ban, now: SystemTime) -> bool {
+        self.entries.get(&target).is_some_and(|e| {
+            e.expiry.is_active(now)
+                && (probe.monitor || !e.monitor)
+                && self.port_sets.values[e.ports as usize].covers(&probe.ports)
+        })
+    }
+
+    /// Records `ban` on `target`, set (or confirmed) by `jail`; the jails of
+    /// an earlier ban on the target stay listed.
+    pub fn remember(&mut self, target: Target, ban: &Ban, jail: &str) {
+        let ports = self.port_sets.id(&ban.ports);
+        let jails = match self.entries.get(&target) {
+            None => match self.single.get(jail) {
+                Some(&id) => id,
+                None => {
+                    let id = self.jail_sets.id(&vec![jail.to_owned()]);
+                    self.single.insert(jail.to_owned(), id);
+                    id
+                }
+            },
+            Some(e) => {
+                let mut jails = self.jail_sets.values[e.jails as usize].clone();
+                if let Err(at) = jails.binary_search_by(|j| j.as_str().cmp(jail)) {
+                    jails.insert(at, jail.to_owned());
+                }
+                self.jail_sets.id(&jails)
+            }
+        };
+        self.entries.insert(
+            target,
+            Entry {
+                expiry: ban.expiry,
+                ports,
+                jails,
+                monitor: ban.monitor,
+            },
+        );
+    }
+
+    /// Forgets `target` (lifted); `false` when it was not known.
+    pub fn forget(&mut self, target: Target) -> bool {
+        self.entries.remove(&target).is_some()
+    }
+
+    /// Forgets everything (`jailer unban --all`).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    /// Targets in force at `now` with the jails behind each.
+    pub fn in_force(&self, now: SystemTime) -> impl Iterator<Item = (Target, &[String])> {
+        self.entries
+            .iter()
+            .filter(move |(_, e)| e.expiry.is_active(now))
+            .map(|(t, e)| (*t, self.jail_sets.values[e.jails as usize].as_slice()))
+    }
+
+    /// How many bans are in force at `now`.
+    pub fn count_in_force(&self, now: SystemTime) -> usize {
+        self.entries
+            .values()
+            .filter(|e| e.expiry.is_active(now))
+            .count()
+    }
+
+    /// Reserves room for `n` more entries (a restore of many).
+    pub fn reserve(&mut self, n: usize) {
+        self.entries.reserve(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn ban(ports: &[u16], secs: Option<u64>) -> Ban {
+        Ban::new(
+            PortSet::Only(ports.to_vec()),
+            Expiry::after(SystemTime::now(), secs.map(Duration::from_secs)),
+        )
+    }
+
+    #[test]
+    fn remembers_jails_ports_and_expiry() {
+        let mut k = KnownBans::default();
+        let t: Target = "203.0.113.7".parse().unwrap();
+        k.remember(t, &ban(&[110], Some(60)), "vpopmail");
+        k.remember(t, &ban(&[110, 143], Some(600)), "imap");
+        let now = SystemTime::now();
+        assert!(k.covers(t, &ban(&[143], None), now));
+        assert!(!k.covers(t, &ban(&[25], None), now));
+        let (_, jails) = k.in_force(now).next().unwrap();
+        assert_eq!(jails, ["imap", "vpopmail"]);
+        assert_eq!(k.get(t).unwrap().ports, PortSet::Only(vec![110, 143]));
+        assert_eq!(k.count_in_force(now + Duration::from_secs(601)), 0);
+        assert!(k.forget(t) && !k.forget(t));
+    }
+
+    #[test]
+    fn a_million_bans_share_their_port_sets_and_jails() {
+        let mut k = KnownBans::default();
+        let b = ban(&[110], Some(3600));
+        for i in 0..100_000u32 {
+            k.remember(
+                Target::host(std::net::Ipv4Addr::from(i).into()),
+                &b,
+                "vpopmail",
+            );
+        }
+        assert_eq!(k.port_sets.values.len(), 1);
+        assert_eq!(k.jail_sets.values.len(), 1);
+        assert_eq!(k.count_in_force(SystemTime::now()), 100_000);
+    }
+}
