@@ -135,7 +135,7 @@ pub async fn run_agent_with<T: BanTable + 'static>(
     let mut engine = Engine::new(config.jails.clone(), table);
     engine.set_own_addresses(host::own_addresses());
     let restored = engine.restore(&replay, now)?;
-    let journal_offset = journal.len()?;
+    let journal_offset = journal.size()?;
     if restored > 0 {
         info!(count = restored, "bans restored from the journal");
     }

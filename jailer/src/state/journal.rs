@@ -554,7 +554,7 @@ impl Journal {
     }
 
     /// The journal's length now: where [`Journal::read_from`] starts.
-    pub fn len(&self) -> Result<u64, StateError> {
+    pub fn size(&self) -> Result<u64, StateError> {
         match fs::symlink_metadata(&self.path) {
             Ok(m) => Ok(m.len()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
