@@ -103,7 +103,7 @@ fn a_full_ban_map_refuses_new_bans_and_keeps_old_ones() {
     )
     .unwrap();
     let mut engine = jailer::jail::Engine::new(config.jails, table);
-    let now = std::time::SystemTime::now();
+    let now = SystemTime::now();
     for i in 1..=6 {
         engine.handle_line(
             &[0],
