@@ -35,7 +35,14 @@ pub const BAN_MONITOR: u32 = 1 << 1;
 /// `BanValue::expires_ns` of a ban that never expires.
 pub const BAN_PERMANENT: u64 = 0;
 
-/// Value of both ban maps.
+/// Value of the ban maps.
+///
+/// The exact-address maps (`BANS_V4`, `BANS_V6`) are per-CPU hashes: every
+/// CPU has its own copy of the value, userspace writes the same `expires_ns`,
+/// `ports` and `flags` into each, and each CPU counts its own `drops` with a
+/// plain add (no cache line is shared between CPUs on the drop path; the
+/// agent sums the copies). The prefix tries have one copy; their drops are
+/// counted in `NET_DROPS_V4`/`NET_DROPS_V6` and `drops` there stays 0.
 ///
 /// The kernel enforces the expiry itself: a ban whose `expires_ns` has passed
 /// on `CLOCK_BOOTTIME` no longer drops anything, even while the agent is down.
@@ -45,7 +52,8 @@ pub struct BanValue {
     /// `CLOCK_BOOTTIME` nanoseconds after which the ban lapses;
     /// [`BAN_PERMANENT`] (0) never lapses.
     pub expires_ns: u64,
-    /// Packets this ban dropped; bumped atomically by the datapath.
+    /// Packets this CPU dropped for this ban (per-CPU maps; summed over
+    /// CPUs by userspace).
     pub drops: u64,
     /// TCP destination ports (host byte order) the ban applies to; 0 = unused slot.
     pub ports: [u16; BAN_MAX_PORTS],
@@ -56,9 +64,45 @@ pub struct BanValue {
     pub prefix_len: u32,
 }
 
+/// Key of `NET_DROPS_V4`: a prefix ban's trie key (address masked to
+/// `prefix_len` bits, network order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NetDropKeyV4 {
+    pub prefix_len: u32,
+    pub addr: [u8; 4],
+}
+
+/// Key of `NET_DROPS_V6`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NetDropKeyV6 {
+    pub prefix_len: u32,
+    pub addr: [u8; 16],
+}
+
+/// Each CPU's cached reading of the boot clock (`CLOCK`, per-CPU).
+///
+/// `bpf_ktime_get_boot_ns` costs about 40 ns here, as much as the rest of
+/// the drop path; `bpf_jiffies64` is a plain load. A CPU reads the boot
+/// clock again only when `jiffies` moved on since its last reading, so the
+/// expiry check sees `CLOCK_BOOTTIME` at most one tick (1/HZ) late and
+/// reads the real clock at most HZ times a second per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ClockCache {
+    /// `jiffies_64` when `boot_ns` was read.
+    pub jiffies: u64,
+    /// `CLOCK_BOOTTIME` nanoseconds read during that jiffy (never decreases).
+    pub boot_ns: u64,
+}
+
 const _: () = assert!(size_of::<BanKeyV4>() == 4);
 const _: () = assert!(size_of::<BanKeyV6>() == 16);
 const _: () = assert!(size_of::<BanValue>() == 40);
+const _: () = assert!(size_of::<NetDropKeyV4>() == 8);
+const _: () = assert!(size_of::<NetDropKeyV6>() == 20);
+const _: () = assert!(size_of::<ClockCache>() == 16);
 
 impl BanValue {
     /// Whether a packet to TCP port `port` (host byte order) is covered.
@@ -136,17 +180,23 @@ pub mod map_names {
     pub const BANS_V4_NET: &str = "BANS_V4_NET";
     pub const BANS_V6_NET: &str = "BANS_V6_NET";
     pub const SETTINGS: &str = "SETTINGS";
+    pub const NET_DROPS_V4: &str = "NET_DROPS_V4";
+    pub const NET_DROPS_V6: &str = "NET_DROPS_V6";
     pub const PORTS: &str = "PORTS";
     pub const STATS: &str = "STATS";
+    pub const CLOCK: &str = "CLOCK";
     /// Every map the program declares, in one place for loaders and tests.
-    pub const ALL: [&str; 7] = [
+    pub const ALL: [&str; 10] = [
         BANS_V4,
         BANS_V6,
         BANS_V4_NET,
         BANS_V6_NET,
+        NET_DROPS_V4,
+        NET_DROPS_V6,
         SETTINGS,
         PORTS,
         STATS,
+        CLOCK,
     ];
 }
 
@@ -170,6 +220,12 @@ mod pod {
     unsafe impl aya::Pod for super::BanKeyV6 {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::BanValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::NetDropKeyV4 {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::NetDropKeyV6 {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ClockCache {}
 }
 
 #[cfg(test)]

@@ -5,40 +5,50 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
-    btf_maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
+    btf_maps::{Array, LpmTrie, PerCpuArray, PerCpuHashMap, lpm_trie::Key},
     helpers::bpf_map_lookup_elem,
     macros::btf_map,
 };
 use jailer_common::{
-    BanKeyV4, BanKeyV6, BanValue, MAX_BANS, MAX_NET_BANS, NetV4, NetV6, PORT_ENTRIES, setting, stat,
+    BanKeyV4, BanKeyV6, BanValue, ClockCache, MAX_BANS, MAX_NET_BANS, NetDropKeyV4, NetDropKeyV6,
+    NetV4, NetV6, PORT_ENTRIES, setting, stat,
 };
 
-/// Exact IPv4 source bans. Not preallocated: a million idle slots would pin
-/// ~100 MiB of kernel memory on a server that holds a few hundred bans.
-#[btf_map]
-pub static BANS_V4: HashMap<
-    BanKeyV4,
-    BanValue,
-    { MAX_BANS as usize },
-    { BPF_F_NO_PREALLOC as usize },
-> = HashMap::new();
+const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
 
-/// Exact IPv6 source bans.
+/// Exact IPv4 source bans, one value per CPU: the datapath reads its own
+/// CPU's copy and bumps that copy's `drops` with a plain add, so a flood
+/// spread over every queue shares no cache line. Not preallocated: a million
+/// idle slots would pin kernel memory on a server holding a few hundred bans.
 #[btf_map]
-pub static BANS_V6: HashMap<
-    BanKeyV6,
-    BanValue,
-    { MAX_BANS as usize },
-    { BPF_F_NO_PREALLOC as usize },
-> = HashMap::new();
+pub static BANS_V4: PerCpuHashMap<BanKeyV4, BanValue, { MAX_BANS as usize }, NO_PREALLOC> =
+    PerCpuHashMap::new();
+
+/// Exact IPv6 source bans, per CPU like `BANS_V4`.
+#[btf_map]
+pub static BANS_V6: PerCpuHashMap<BanKeyV6, BanValue, { MAX_BANS as usize }, NO_PREALLOC> =
+    PerCpuHashMap::new();
 
 /// IPv4 prefix bans (`jailer ban 203.0.113.0/24`), longest prefix wins.
+/// Read only by the datapath (drops go to `NET_DROPS_V4`).
 #[btf_map]
 pub static BANS_V4_NET: LpmTrie<NetV4, BanValue, { MAX_NET_BANS as usize }> = LpmTrie::new();
 
 /// IPv6 prefix bans (a /64 per attacker with `ban_prefix_v6 = 64`).
 #[btf_map]
 pub static BANS_V6_NET: LpmTrie<NetV6, BanValue, { MAX_NET_BANS as usize }> = LpmTrie::new();
+
+/// Per-CPU drop counts of prefix bans, keyed by the matched prefix.
+pub type NetDrops<K> = PerCpuHashMap<K, u64, { MAX_NET_BANS as usize }, NO_PREALLOC>;
+
+/// Drop counts of IPv4 prefix bans, touched only when a prefix ban drops
+/// (tries have no per-CPU variant).
+#[btf_map]
+pub static NET_DROPS_V4: NetDrops<NetDropKeyV4> = PerCpuHashMap::new();
+
+/// Drop counts of IPv6 prefix bans.
+#[btf_map]
+pub static NET_DROPS_V6: NetDrops<NetDropKeyV6> = PerCpuHashMap::new();
 
 /// Runtime settings (`jailer_common::setting` slots): monitor mode, and
 /// whether the prefix tries hold anything.
@@ -53,10 +63,14 @@ pub static PORTS: Array<u8, { PORT_ENTRIES as usize }> = Array::new();
 #[btf_map]
 pub static STATS: PerCpuArray<u64, { stat::COUNT as usize }> = PerCpuArray::new();
 
-/// Longest-prefix lookup returning a pointer we may bump `drops` through
-/// (the btf_maps API only hands out `&V`). `map` is the trie static.
+/// Each CPU's cached boot-clock reading (see `jailer_common::ClockCache`).
+#[btf_map]
+pub static CLOCK: PerCpuArray<ClockCache, 1> = PerCpuArray::new();
+
+/// Longest-prefix lookup returning a pointer to the matched value (the
+/// btf_maps API has no `get_ptr` for tries). `map` is the trie static.
 #[inline(always)]
-pub fn lpm_lookup_mut<T, K>(map: &T, key: &Key<K>) -> Option<*mut BanValue> {
+pub fn lpm_lookup<T, K>(map: &T, key: &Key<K>) -> Option<*const BanValue> {
     // SAFETY: `map` is a BTF map static (its address is what the loader
     // relocates to the map fd); the key is a valid `Key<K>` for that trie.
     let p = unsafe {
@@ -65,5 +79,5 @@ pub fn lpm_lookup_mut<T, K>(map: &T, key: &Key<K>) -> Option<*mut BanValue> {
             core::ptr::from_ref(key).cast(),
         )
     };
-    (!p.is_null()).then(|| p.cast::<BanValue>())
+    (!p.is_null()).then(|| p.cast_const().cast::<BanValue>())
 }
