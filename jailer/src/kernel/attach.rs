@@ -4,7 +4,7 @@ use std::{fmt, fs, path::Path, process::Command};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::MapError,
+    maps::{MapData, MapError},
     programs::{
         ProgramError, Xdp, XdpMode as AyaXdpMode,
         links::{FdLink, PinnedLink},
@@ -73,11 +73,40 @@ pub struct Attached {
     pub mode: AttachMode,
 }
 
+/// Removes pins of maps whose type, key or value size differ from the
+/// object's (pinned by an older jailer, e.g. the shared-value ban maps that
+/// became per-CPU): they are made anew, and the agent restores the bans
+/// from its journal. The old maps live on while the old program uses them.
+fn retire_incompatible_pins(bpffs: &Path) -> Result<(), BpfError> {
+    let object = aya_obj::Object::parse(XDP_OBJECT)
+        .map_err(|e| BpfError::Object(Box::new(aya::EbpfError::ParseError(e))))?;
+    for (name, def) in &object.maps {
+        let pin = bpffs.join(name);
+        let Ok(info) = MapData::from_pin(&pin).and_then(|m| m.info()) else {
+            continue;
+        };
+        let pinned = (
+            info.map_type().map(|t| t as u32).unwrap_or(u32::MAX),
+            info.key_size(),
+            info.value_size(),
+        );
+        if pinned != (def.map_type(), def.key_size(), def.value_size()) {
+            warn!(
+                map = %name,
+                "pinned map has an older layout: made anew (bans come back from the journal when the agent starts; restart a running agent)"
+            );
+            fs::remove_file(&pin).map_err(pin_err(&pin))?;
+        }
+    }
+    Ok(())
+}
+
 /// Loads the object with its maps pinned under `bpffs` (reusing pins that
 /// exist: bans survive restarts). `max_bans` sizes each exact-address map
 /// when it is created (an existing pin keeps its size).
 pub(super) fn load_object(bpffs: &Path, max_bans: Option<u32>) -> Result<Ebpf, BpfError> {
     ensure_bpffs(bpffs)?;
+    retire_incompatible_pins(bpffs)?;
     let pins: Vec<(&str, std::path::PathBuf)> =
         map_names::ALL.iter().map(|n| (*n, bpffs.join(n))).collect();
     let mut loader = EbpfLoader::new();

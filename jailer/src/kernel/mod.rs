@@ -8,7 +8,7 @@
 //! swaps the program inside the existing link, so no packet passes unjudged.
 
 mod attach;
-mod batch;
+pub mod batch;
 mod bpffs;
 pub mod clock;
 mod mem;
@@ -101,6 +101,14 @@ pub enum BpfError {
         map: &'static str,
         capacity: u32,
         target: String,
+    },
+    /// The number of possible CPUs (values per key of a per-CPU map) could
+    /// not be read.
+    #[error("cannot read the possible CPUs from {}", path.display())]
+    Cpus {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
     },
     /// The operation needs privileges we do not have.
     #[error(
