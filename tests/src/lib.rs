@@ -22,7 +22,7 @@ pub use self::{
     logs::{append, append_failure, ban, failure_line, host, now_stamp, target},
     netns::{NetNs, Pair, sh, unique},
     servers::{connect_from, exchange, login, pop3_server, serve},
-    xdp::{load_xdp, xdp_verdict},
+    xdp::{bench_object, load_bench, load_xdp, on_cpu, xdp_verdict},
 };
 
 /// Root tests call this first: run with `--include-ignored` without root,

@@ -14,7 +14,7 @@ use jailer::{
     kernel::{BanTable as _, XdpBanTable},
 };
 use jailer_common::map_names;
-use jailer_tests::{TempBpffs, ban, host, require_root, target};
+use jailer_tests::{TempBpffs, ban, host, load_bench, require_root, target};
 
 #[test]
 #[ignore = "needs root"]
@@ -85,6 +85,10 @@ fn pinned_ban_map_dumps_with_field_names() {
         text.contains("203") && text.contains("113") && text.contains("995"),
         "{text}"
     );
+    // One value per CPU, each with its own drops.
+    let cpus = aya::util::nr_cpus().unwrap();
+    assert_eq!(text.matches("\"cpu\"").count(), cpus, "{text}");
+    assert_eq!(text.matches("\"drops\"").count(), cpus, "{text}");
 }
 
 #[test]
@@ -202,4 +206,31 @@ fn batch_syscalls_write_list_and_delete_many_bans() {
     let mut table = XdpBanTable::from_ebpf(&mut small).unwrap();
     assert_eq!(table.insert_many(&bans[..1500]).unwrap(), 1000);
     assert_eq!(table.list().unwrap().len(), 1000);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_pinned_map_of_an_older_layout_is_made_anew() {
+    require_root();
+    let bpffs = TempBpffs::new();
+    std::fs::create_dir_all(bpffs.pins()).unwrap();
+    // BANS_V4 as jailer pinned it before its values were per CPU: a plain
+    // hash with one 40-byte value (the bench object has one of that shape).
+    let mut bench = load_bench(&[]);
+    match bench.map_mut("PROBE_HASH4").unwrap() {
+        aya::maps::Map::HashMap(old) => old.pin(bpffs.pins().join(map_names::BANS_V4)).unwrap(),
+        other => panic!("{other:?}"),
+    }
+    drop(bench);
+    let (mut table, _) = XdpBanTable::open(&bpffs.pins()).expect("old pin replaced");
+    table
+        .insert(host("203.0.113.7"), &ban(&[110], Some(3600)))
+        .unwrap();
+    let pinned = aya::maps::MapData::from_pin(bpffs.pins().join(map_names::BANS_V4)).unwrap();
+    assert_eq!(
+        pinned.info().unwrap().map_type().unwrap(),
+        aya::maps::MapType::PerCpuHash
+    );
+    let again = XdpBanTable::open_existing(&bpffs.pins()).unwrap();
+    assert_eq!(active_bans(&again).unwrap().len(), 1);
 }

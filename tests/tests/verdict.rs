@@ -5,14 +5,22 @@ use std::net::IpAddr;
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, MapData, PerCpuArray},
+    maps::{Array, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues},
 };
-use jailer::kernel::clock::kernel_now_ns;
+use jailer::kernel::{BanTable as _, XdpBanTable, clock::kernel_now_ns};
 use jailer_common::{
-    BAN_ALL_PORTS, BAN_MAX_PORTS, BAN_PERMANENT, BanKeyV4, BanKeyV6, BanValue, map_names, setting,
-    stat,
+    BAN_ALL_PORTS, BAN_MAX_PORTS, BAN_PERMANENT, BanKeyV4, BanKeyV6, BanValue, NetDropKeyV4,
+    map_names, setting, stat,
 };
-use jailer_tests::{load_xdp, require_root, tcp4, tcp6, udp4, xdp_verdict};
+use jailer_tests::{
+    ban, host, load_xdp, on_cpu, require_root, target, tcp4, tcp6, udp4, xdp_verdict,
+};
+
+/// `v` for every CPU: the per-CPU ban maps take one value per possible CPU.
+fn every_cpu(v: BanValue) -> PerCpuValues<BanValue> {
+    let cpus = aya::util::nr_cpus().expect("possible CPUs");
+    PerCpuValues::try_from(vec![v; cpus]).unwrap()
+}
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -38,22 +46,27 @@ fn mark_ports(ebpf: &mut Ebpf, v: &BanValue) {
 
 fn ban4(ebpf: &mut Ebpf, addr: [u8; 4], v: BanValue) {
     mark_ports(ebpf, &v);
-    let mut m: HashMap<_, BanKeyV4, BanValue> =
-        HashMap::try_from(ebpf.map_mut(map_names::BANS_V4).unwrap()).unwrap();
-    m.insert(BanKeyV4 { addr }, v, 0).unwrap();
+    let mut m: PerCpuHashMap<_, BanKeyV4, BanValue> =
+        PerCpuHashMap::try_from(ebpf.map_mut(map_names::BANS_V4).unwrap()).unwrap();
+    m.insert(BanKeyV4 { addr }, every_cpu(v), 0).unwrap();
 }
 
 fn ban6(ebpf: &mut Ebpf, addr: [u8; 16], v: BanValue) {
     mark_ports(ebpf, &v);
-    let mut m: HashMap<_, BanKeyV6, BanValue> =
-        HashMap::try_from(ebpf.map_mut(map_names::BANS_V6).unwrap()).unwrap();
-    m.insert(BanKeyV6 { addr }, v, 0).unwrap();
+    let mut m: PerCpuHashMap<_, BanKeyV6, BanValue> =
+        PerCpuHashMap::try_from(ebpf.map_mut(map_names::BANS_V6).unwrap()).unwrap();
+    m.insert(BanKeyV6 { addr }, every_cpu(v), 0).unwrap();
 }
 
+/// The ban's drops, summed over CPUs.
 fn drops4(ebpf: &mut Ebpf, addr: [u8; 4]) -> u64 {
-    let m: HashMap<_, BanKeyV4, BanValue> =
-        HashMap::try_from(ebpf.map_mut(map_names::BANS_V4).unwrap()).unwrap();
-    m.get(&BanKeyV4 { addr }, 0).unwrap().drops
+    let m: PerCpuHashMap<_, BanKeyV4, BanValue> =
+        PerCpuHashMap::try_from(ebpf.map_mut(map_names::BANS_V4).unwrap()).unwrap();
+    m.get(&BanKeyV4 { addr }, 0)
+        .unwrap()
+        .iter()
+        .map(|v| v.drops)
+        .sum()
 }
 
 /// A raw map value: `ports` (empty: all ports) for `secs` seconds from now
@@ -215,4 +228,116 @@ fn truncated_frames_pass_at_every_length() {
     assert_eq!(xdp_verdict(&ebpf, &bad), XDP_PASS);
     bad[14] = 0x65; // version 6 in an IPv4 EtherType
     assert_eq!(xdp_verdict(&ebpf, &bad), XDP_PASS);
+}
+
+/// Per-CPU counts of `map`'s `key` (a map the table took: opened again by id).
+fn per_cpu<K: aya::Pod, V: aya::Pod>(id: u32, key: &K) -> Option<Vec<V>> {
+    let data = MapData::from_id(id).unwrap();
+    let map = aya::maps::Map::from_map_data(data).unwrap();
+    let m: PerCpuHashMap<_, K, V> = PerCpuHashMap::try_from(map).unwrap();
+    m.get(key, 0).ok().map(|v| v.to_vec())
+}
+
+#[test]
+#[ignore = "needs root"]
+fn drops_on_two_cpus_are_counted_per_cpu_and_summed() {
+    require_root();
+    let online = aya::util::online_cpus().unwrap();
+    let [c0, c1, ..] = online[..] else {
+        eprintln!("SKIP drops_on_two_cpus_are_counted_per_cpu_and_summed: needs two online CPUs");
+        return;
+    };
+    let (c0, c1) = (c0 as usize, c1 as usize);
+    let mut ebpf = load_xdp();
+    let id = |ebpf: &Ebpf, name| match ebpf.map(name).unwrap() {
+        aya::maps::Map::PerCpuHashMap(d) => d.info().unwrap().id(),
+        other => panic!("{name}: {other:?}"),
+    };
+    let (bans_id, net_drops_id) = (
+        id(&ebpf, map_names::BANS_V4),
+        id(&ebpf, map_names::NET_DROPS_V4),
+    );
+    let mut table = XdpBanTable::from_ebpf(&mut ebpf).unwrap();
+    let (exact, net) = (host("203.0.113.7"), target("198.51.100.0/24"));
+    table.insert(exact, &ban(&[110], Some(3600))).unwrap();
+    table.insert(net, &ban(&[110], Some(3600))).unwrap();
+
+    let judge = |cpu: usize, src: [u8; 4], n: usize| {
+        on_cpu(cpu, || {
+            for _ in 0..n {
+                assert_eq!(xdp_verdict(&ebpf, &tcp4(src, 110, 5, 0)), XDP_DROP);
+            }
+        });
+    };
+    judge(c0, BANNED4, 3);
+    judge(c1, BANNED4, 5);
+    judge(c0, [198, 51, 100, 9], 2);
+    judge(c1, [198, 51, 100, 200], 4);
+
+    // Each CPU counted its own drops, in its own copy of the value.
+    let exact_key = BanKeyV4 { addr: BANNED4 };
+    let copies: Vec<BanValue> = per_cpu(bans_id, &exact_key).unwrap();
+    assert_eq!((copies[c0].drops, copies[c1].drops), (3, 5));
+    assert!(
+        copies.iter().all(|c| c.expires_ns == copies[0].expires_ns
+            && c.ports == copies[0].ports
+            && c.flags == copies[0].flags),
+        "every CPU's copy holds the same ban: {copies:?}"
+    );
+    let net_key = NetDropKeyV4 {
+        prefix_len: 24,
+        addr: [198, 51, 100, 0],
+    };
+    let net_counts: Vec<u64> = per_cpu(net_drops_id, &net_key).unwrap();
+    assert_eq!((net_counts[c0], net_counts[c1]), (2, 4));
+
+    // The table sums them, in `entry` and in `list`.
+    let drops = |table: &XdpBanTable, t| table.entry(t).unwrap().unwrap().drops;
+    assert_eq!((drops(&table, exact), drops(&table, net)), (8, 6));
+    let listed: Vec<(String, u64)> = table
+        .list()
+        .unwrap()
+        .iter()
+        .map(|l| (l.target.to_string(), l.drops))
+        .collect();
+    assert!(listed.contains(&("203.0.113.7".into(), 8)), "{listed:?}");
+    assert!(
+        listed.contains(&("198.51.100.0/24".into(), 6)),
+        "{listed:?}"
+    );
+
+    // Banned again (other ports, later expiry): each CPU keeps its count.
+    table.insert(exact, &ban(&[110, 995], Some(7200))).unwrap();
+    table.insert(net, &ban(&[110, 995], Some(7200))).unwrap();
+    assert_eq!((drops(&table, exact), drops(&table, net)), (8, 6));
+    let copies: Vec<BanValue> = per_cpu(bans_id, &exact_key).unwrap();
+    assert_eq!((copies[c0].drops, copies[c1].drops), (3, 5));
+    assert_eq!(copies[c1].ports[..2], [110, 995]);
+
+    // Unbanned: the prefix's counts go with it; a new ban starts at zero.
+    assert!(table.remove(net).unwrap());
+    assert_eq!(per_cpu::<_, u64>(net_drops_id, &net_key), None);
+    table.insert(net, &ban(&[110], Some(60))).unwrap();
+    assert_eq!(drops(&table, net), 0);
+    assert!(table.remove(exact).unwrap());
+    table.insert(exact, &ban(&[110], Some(60))).unwrap();
+    assert_eq!(drops(&table, exact), 0);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_ban_lapses_within_a_tick_of_its_expiry() {
+    require_root();
+    let mut ebpf = load_xdp();
+    let mut v = pop3_for_1h();
+    v.expires_ns = kernel_now_ns() + 300_000_000;
+    ban4(&mut ebpf, BANNED4, v);
+    // Judged now, this CPU caches its boot-clock reading...
+    assert_eq!(xdp_verdict(&ebpf, &tcp4(BANNED4, 110, 5, 0)), XDP_DROP);
+    // ...which must not keep the ban alive past its expiry: 20 ms after it
+    // (two ticks at HZ=100), the packet passes.
+    while kernel_now_ns() < v.expires_ns + 20_000_000 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(xdp_verdict(&ebpf, &tcp4(BANNED4, 110, 5, 0)), XDP_PASS);
 }
