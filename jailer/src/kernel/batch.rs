@@ -126,10 +126,12 @@ pub fn update<K: Pod, V: Pod>(
 /// Whether to try again after `e`: `ENOMEM` while the kernel made progress
 /// within the last second.
 ///
-/// Values of a per-CPU map that is not preallocated come from the kernel's
-/// per-CPU allocator, which hands them out in atomic context from pages it
-/// populates in a work item: a burst of inserts outruns it and fails with
-/// `ENOMEM` until the work item has run (about 90,000 per second here).
+/// Each new element of a per-CPU map that is not preallocated takes a
+/// per-CPU allocation in atomic context (the BPF allocator refills its
+/// per-CPU cache one value at a time; ~15 µs a ban on this VM, where one
+/// shared value takes ~1-3 µs). When the per-CPU allocator has no populated
+/// page left it fails (`ENOMEM`) until its work item has populated more: a
+/// burst of a few thousand bans hits that now and then.
 pub fn allocator_caught_up(e: &io::Error, progress: Instant) -> bool {
     if e.raw_os_error() != Some(libc::ENOMEM) || progress.elapsed() > Duration::from_secs(1) {
         return false;
