@@ -17,7 +17,7 @@ use jailer::{
         status::Status,
     },
     config::Config,
-    filter::{Filter, Verdict},
+    filter::{Verdict, Vpopmail},
     kernel::MemBanTable,
 };
 use jailer_tests::{Agent, append, failure_line, now_stamp};
@@ -67,7 +67,7 @@ fn failure(ip: &str) -> String {
 
 #[test]
 fn fixture_lines_match_as_documented() {
-    let f = Filter::load("vpopmail", Path::new(".")).unwrap();
+    let f = Vpopmail::default();
     let got: Vec<Option<String>> = FIXTURE
         .lines()
         .map(|l| match f.check(l) {

@@ -29,12 +29,15 @@ use self::{
     metrics::Histogram,
 };
 use crate::{
-    config::{Config, XdpAction},
+    config::{Backend, Config, XdpAction},
     error::{Chain, Error},
     host,
     jail::Engine,
     kernel::{self, Attached, BanTable},
-    source::{DirWatcher, Follower, LogBatch, SourceError, follow},
+    source::{
+        DirWatcher, Follower, JournalLocation, JournalMatch, LogBatch, Resume, SourceError,
+        SourceId, follow, follow_journal,
+    },
     state::{self, AgentLock, Journal, Snapshot},
 };
 
@@ -72,10 +75,21 @@ pub async fn run_agent<T: BanTable + 'static>(
     run_agent_with(config, table, shutdown, AgentOptions::default()).await
 }
 
-/// A followed log: its task, and how to wake it.
+/// A followed source: its task, and how to wake it (files only: journal
+/// sources wake on their own).
 struct Followed {
     task: JoinHandle<()>,
-    wake: Arc<Notify>,
+    wake: Option<Arc<Notify>>,
+}
+
+/// What following a configuration's sources needs, prepared (fallibly)
+/// before anything changes.
+struct Watch {
+    watcher: DirWatcher,
+    /// A wake-up per log file.
+    wakes: HashMap<PathBuf, Arc<Notify>>,
+    /// Per jail reading the journal: where, and which entries.
+    journals: HashMap<String, (JournalLocation, JournalMatch)>,
 }
 
 struct Agent<T: BanTable> {
@@ -89,12 +103,12 @@ struct Agent<T: BanTable> {
     /// Records appended since the journal was last synced to disk.
     unsynced: bool,
     snapshot: Snapshot,
-    /// Jail indexes per followed log.
-    path_jails: HashMap<PathBuf, Vec<usize>>,
-    followers: HashMap<PathBuf, Followed>,
+    /// Jail indexes per followed source.
+    source_jails: HashMap<SourceId, Vec<usize>>,
+    followers: HashMap<SourceId, Followed>,
     watcher: Option<DirWatcher>,
     batches: mpsc::Sender<LogBatch>,
-    lines_read: BTreeMap<PathBuf, u64>,
+    lines_read: BTreeMap<SourceId, u64>,
     started: Instant,
     latency: Histogram,
     evictions_reported: u64,
@@ -167,7 +181,7 @@ pub async fn run_agent_with<T: BanTable + 'static>(
         journal_offset,
         unsynced: false,
         snapshot,
-        path_jails: HashMap::new(),
+        source_jails: HashMap::new(),
         followers: HashMap::new(),
         watcher: None,
         batches,
@@ -178,7 +192,7 @@ pub async fn run_agent_with<T: BanTable + 'static>(
         ifindexes: HashMap::new(),
     };
     agent.note_interfaces();
-    let watcher = agent.watch(&agent.log_jails(&agent.config))?;
+    let watcher = agent.watch(&agent.config)?;
     agent.follow_logs(watcher);
     // Bound last: a socket that answers means the logs are followed.
     let control_task = match control::bind(&config.state_dir) {
@@ -254,87 +268,156 @@ pub async fn run_agent_with<T: BanTable + 'static>(
 }
 
 impl<T: BanTable> Agent<T> {
-    /// Jail indexes per log path of `config`.
-    fn log_jails(&self, config: &Config) -> HashMap<PathBuf, Vec<usize>> {
-        let mut path_jails: HashMap<PathBuf, Vec<usize>> = HashMap::new();
+    /// Jail indexes per source of `config`: each log file, and the
+    /// journal of each jail that reads it.
+    fn source_jails(&self, config: &Config) -> HashMap<SourceId, Vec<usize>> {
+        let mut sources: HashMap<SourceId, Vec<usize>> = HashMap::new();
         for (i, jail) in config.jails.iter().enumerate() {
-            for path in &jail.logpaths {
-                path_jails.entry(path.clone()).or_default().push(i);
+            match jail.backend {
+                Backend::Auto => {
+                    for path in &jail.logpaths {
+                        sources
+                            .entry(SourceId::File(path.clone()))
+                            .or_default()
+                            .push(i);
+                    }
+                }
+                Backend::Systemd => sources
+                    .entry(SourceId::Journal(jail.name.clone()))
+                    .or_default()
+                    .push(i),
             }
         }
-        path_jails
+        sources
     }
 
-    /// inotify on the directories of `logs`, with a wake-up per log (the
-    /// followers already running keep theirs). Fallible, and done before
-    /// anything changes, so a reload that cannot watch changes nothing.
-    fn watch(
-        &self,
-        logs: &HashMap<PathBuf, Vec<usize>>,
-    ) -> Result<(DirWatcher, HashMap<PathBuf, Arc<Notify>>), Error> {
-        let wakes: HashMap<PathBuf, Arc<Notify>> = logs
-            .keys()
-            .map(|p| {
-                let wake = self
-                    .followers
-                    .get(p)
-                    .map_or_else(|| Arc::new(Notify::new()), |f| f.wake.clone());
-                (p.clone(), wake)
-            })
-            .collect();
+    /// inotify on the directories of the log files in `sources`, with a
+    /// wake-up per file (followers already running keep theirs); the
+    /// journalmatch of each journal source, parsed. Fallible, and done
+    /// before anything changes, so a reload that cannot watch or parse
+    /// changes nothing.
+    fn watch(&self, config: &Config) -> Result<Watch, Error> {
+        let sources = self.source_jails(config);
+        let mut wakes = HashMap::new();
+        let mut journals = HashMap::new();
+        for (source, jails) in &sources {
+            match source {
+                SourceId::File(path) => {
+                    let wake = self
+                        .followers
+                        .get(source)
+                        .and_then(|f| f.wake.clone())
+                        .unwrap_or_else(|| Arc::new(Notify::new()));
+                    wakes.insert(path.clone(), wake);
+                }
+                SourceId::Journal(name) => {
+                    let Some(jail) = jails.first().and_then(|&i| config.jails.get(i)) else {
+                        continue;
+                    };
+                    let matches = JournalMatch::parse(&jail.journalmatch).map_err(|source| {
+                        SourceError::Journalmatch {
+                            jail: name.clone(),
+                            source,
+                        }
+                    })?;
+                    let location = jail
+                        .journalpath
+                        .clone()
+                        .map_or(JournalLocation::System, JournalLocation::Directory);
+                    journals.insert(name.clone(), (location, matches));
+                }
+            }
+        }
         let list: Vec<(PathBuf, Arc<Notify>)> =
             wakes.iter().map(|(p, w)| (p.clone(), w.clone())).collect();
         let watcher = DirWatcher::new(&list).map_err(|source| SourceError::Watch {
             path: list.first().map(|(p, _)| p.clone()).unwrap_or_default(),
             source,
         })?;
-        Ok((watcher, wakes))
+        Ok(Watch {
+            watcher,
+            wakes,
+            journals,
+        })
     }
 
-    /// Starts a follower for each log not yet followed, stops those of logs
-    /// no jail names any more, and installs the new watcher. Infallible: the
+    /// Starts a follower for each source not yet followed, stops those no
+    /// jail reads any more, and installs the new watcher. Infallible: the
     /// fallible part is [`Agent::watch`].
-    fn follow_logs(&mut self, (watcher, wakes): (DirWatcher, HashMap<PathBuf, Arc<Notify>>)) {
-        let path_jails = self.log_jails(&self.config);
-        self.followers.retain(|path, followed| {
-            let keep = path_jails.contains_key(path);
+    fn follow_logs(&mut self, watch: Watch) {
+        let sources = self.source_jails(&self.config);
+        self.followers.retain(|source, followed| {
+            let keep = sources.contains_key(source);
             if !keep {
                 followed.task.abort();
-                info!(log = %path.display(), "no longer followed");
+                info!(%source, "no longer followed");
             }
             keep
         });
-        for (path, wake) in wakes {
-            if self.followers.contains_key(&path) {
+        for (path, wake) in watch.wakes {
+            let source = SourceId::File(path);
+            if self.followers.contains_key(&source) {
                 continue;
             }
-            let follower = Follower::open(&path, self.snapshot.positions.get(&path).copied());
+            let SourceId::File(path) = &source else {
+                continue;
+            };
+            let follower = Follower::open(path, self.snapshot.positions.get(path).copied());
             let task = tokio::spawn(follow(follower, wake.clone(), self.batches.clone()));
-            self.followers.insert(path, Followed { task, wake });
+            self.followers.insert(
+                source,
+                Followed {
+                    task,
+                    wake: Some(wake),
+                },
+            );
         }
-        self.watcher = Some(watcher);
-        for (path, jails) in &path_jails {
+        for (jail, (location, matches)) in watch.journals {
+            let source = SourceId::Journal(jail.clone());
+            if let Some(old) = self.followers.remove(&source) {
+                // The journalmatch or path may have changed: start afresh
+                // from the last entry handled.
+                old.task.abort();
+            }
+            let cursor = self.snapshot.cursors.get(&jail).cloned();
+            let task = tokio::spawn(follow_journal(
+                jail,
+                location,
+                matches,
+                cursor,
+                self.batches.clone(),
+            ));
+            self.followers.insert(source, Followed { task, wake: None });
+        }
+        self.watcher = Some(watch.watcher);
+        for (source, jails) in &sources {
             let names: Vec<&str> = jails
                 .iter()
                 .map(|&i| self.config.jails[i].name.as_str())
                 .collect();
-            info!(log = %path.display(), jails = %names.join(","), "following");
+            info!(%source, jails = %names.join(","), "following");
         }
-        // Wake every follower once: a reload may have added a jail to a log
-        // that has unread lines.
-        self.followers.values().for_each(|f| f.wake.notify_one());
-        self.path_jails = path_jails;
+        // Wake every file follower once: a reload may have added a jail to
+        // a log that has unread lines.
+        self.followers
+            .values()
+            .filter_map(|f| f.wake.as_ref())
+            .for_each(|w| w.notify_one());
+        self.source_jails = sources;
     }
 
     /// Runs a batch through its jails and journals the bans it made;
     /// `true` when a position moved.
     fn handle(&mut self, batch: LogBatch) -> bool {
-        let Some(jails) = self.path_jails.get(&batch.source) else {
-            return false; // a log dropped by a reload
+        let Some(jails) = self.source_jails.get(&batch.source) else {
+            return false; // a source dropped by a reload
         };
         let now = SystemTime::now();
-        for line in batch.lines.iter() {
-            for _event in self.engine.handle_line(jails, line, now) {
+        for (line, time) in batch.lines.iter_timed() {
+            for _event in self
+                .engine
+                .handle_line(&batch.source, jails, line, time, now)
+            {
                 // From reading the line to the map write, monotonic.
                 self.latency.observe(batch.read_at.elapsed());
             }
@@ -345,12 +428,16 @@ impl<T: BanTable> Agent<T> {
         }
         self.unsynced |= !records.is_empty();
         *self.lines_read.entry(batch.source.clone()).or_default() += batch.lines.len() as u64;
-        match batch.position {
-            Some(pos) => {
-                self.snapshot.positions.insert(batch.source, pos);
+        match (batch.source, batch.resume) {
+            (SourceId::File(path), Some(Resume::File(pos))) => {
+                self.snapshot.positions.insert(path, pos);
                 true
             }
-            None => false,
+            (SourceId::Journal(jail), Some(Resume::Journal(cursor))) => {
+                self.snapshot.cursors.insert(jail, cursor);
+                true
+            }
+            _ => false,
         }
     }
 

@@ -37,7 +37,7 @@ impl<T: BanTable> Agent<T> {
                 "bpffs and state_dir cannot change on reload: restart the agent".into(),
             ));
         }
-        let watcher = self.watch(&self.log_jails(&new))?;
+        let watcher = self.watch(&new)?;
         let interfaces_changed = self.options.manage_xdp
             && (new.interfaces != self.config.interfaces || new.xdp_mode != self.config.xdp_mode);
         if interfaces_changed {

@@ -176,11 +176,11 @@ impl<T: BanTable> super::Agent<T> {
             interfaces,
             packets: kernel::packet_stats(&self.config.bpffs),
             logs: self
-                .path_jails
+                .source_jails
                 .keys()
-                .map(|p| LogStatus {
-                    path: p.display().to_string(),
-                    lines: self.lines_read.get(p).copied().unwrap_or(0),
+                .map(|source| LogStatus {
+                    path: source.to_string(),
+                    lines: self.lines_read.get(source).copied().unwrap_or(0),
                 })
                 .collect(),
             jails,

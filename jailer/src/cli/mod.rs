@@ -153,11 +153,18 @@ pub struct UnbanArgs {
 pub struct RegexArgs {
     /// A log file, or a single log line (text with spaces).
     pub log: String,
-    /// A built-in filter (`vpopmail`) or a fail2ban-style filter file.
+    /// A built-in filter (`vpopmail`, `vpopmail[service=pop3]`), a fail2ban
+    /// filter by name (`dovecot`, `dovecot[mode=aggressive]`, looked up in
+    /// --fail2ban-dir), or a filter file's path (options too:
+    /// `/etc/fail2ban/filter.d/postfix.conf[mode=auth]`).
     pub filter: String,
-    /// One JSON object per matched line, then a summary object.
+    /// One JSON object per failure (`line`, and `addr` or `host` for a host
+    /// name, `time`), then a summary object.
     #[arg(long)]
     pub json: bool,
+    /// fail2ban's configuration directory, for filter names.
+    #[arg(long, value_name = "DIR", default_value = crate::config::DEFAULT_FAIL2BAN_DIR)]
+    pub fail2ban_dir: PathBuf,
 }
 
 /// Runs a parsed command line.

@@ -14,17 +14,20 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
+use toml::Spanned;
 
 use self::raw::RawConfig;
 use crate::{
     ban::{PortSet, Target},
-    filter::{Filter, FilterError},
+    filter::{Filter, FilterContext, FilterError},
 };
 
 /// Where jailer looks when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/jailer/jailer.toml";
 pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf/jailer";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/jailer";
+/// Where fail2ban filter names (`filter = "dovecot"`) are looked up.
+pub const DEFAULT_FAIL2BAN_DIR: &str = "/etc/fail2ban";
 
 /// How the XDP program is attached.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -50,6 +53,24 @@ pub enum XdpAction {
     /// Count it as a would-be drop and let it pass (try jailer beside
     /// fail2ban before enforcing).
     Monitor,
+}
+
+/// Where a jail's lines come from (fail2ban's `backend`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Log files (`logpath`), followed with inotify. fail2ban's `auto`,
+    /// `pyinotify`, `gamin` and `polling` all mean this.
+    #[default]
+    #[serde(
+        alias = "pyinotify",
+        alias = "gamin",
+        alias = "polling",
+        alias = "file"
+    )]
+    Auto,
+    /// The systemd journal, filtered by `journalmatch`.
+    Systemd,
 }
 
 /// A configuration file that cannot be used. Every message names the file.
@@ -86,13 +107,33 @@ pub enum ConfigError {
     #[error("{}: no enabled jail: add a [jails.NAME] section (see jailer.example.toml)", path.display())]
     NoJail { path: PathBuf },
     /// A value that is fine alone but cannot work on this machine or with
-    /// the rest of the file.
-    #[error("{}: {key}: {problem}", path.display())]
+    /// the rest of the file; `line` 0 when the key is not in the file.
+    #[error("{}: {key}: {problem}", at(path, *line))]
     Invalid {
         path: PathBuf,
+        line: usize,
         key: String,
         problem: String,
     },
+}
+
+/// `path:line`, or `path` for line 0.
+fn at(path: &Path, line: usize) -> String {
+    if line == 0 {
+        path.display().to_string()
+    } else {
+        format!("{}:{line}", path.display())
+    }
+}
+
+/// Where keys were written, for messages about them (0: not written).
+#[derive(Debug, Clone, Default)]
+pub struct KeyLines {
+    pub interface: usize,
+    pub bpffs: usize,
+    pub state_dir: usize,
+    /// The `[jails.NAME]` header of each jail.
+    pub jails: std::collections::HashMap<String, usize>,
 }
 
 /// A validated configuration.
@@ -110,7 +151,14 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// fail2ban's configuration, for filter names.
+    pub fail2ban_dir: PathBuf,
+    /// Never banned by any jail (nor, with a fleet, by remote bans): the
+    /// top-level `ignoreip`, fail2ban's `[DEFAULT] ignoreip`.
+    pub ignoreip: Vec<Target>,
     pub jails: Vec<Jail>,
+    /// Where keys were written.
+    pub lines: KeyLines,
 }
 
 /// One jail: a filter over some logs, and what to do to offenders.
@@ -119,6 +167,14 @@ pub struct Jail {
     pub name: String,
     pub filter: Arc<Filter>,
     pub logpaths: Vec<PathBuf>,
+    pub backend: Backend,
+    /// With `backend = "systemd"`: which journal entries (fail2ban syntax:
+    /// `FIELD=value` terms, `+` between alternatives); the jail's own, else
+    /// the filter's.
+    pub journalmatch: String,
+    /// A directory of journal files to read instead of the system journal
+    /// (fail2ban's `journalpath`).
+    pub journalpath: Option<PathBuf>,
     pub ports: PortSet,
     pub maxretry: u32,
     pub findtime: Duration,
@@ -141,9 +197,23 @@ pub struct Jail {
 }
 
 impl Jail {
-    /// Whether `ip` is on the jail's allowlist.
+    /// Whether `ip` is on the jail's allowlist (the top-level `ignoreip`
+    /// included).
     pub fn ignores(&self, ip: IpAddr) -> bool {
         self.ignoreip.iter().any(|net| net.contains(ip))
+    }
+
+    /// What the jail reads, for logs and messages.
+    pub fn sources(&self) -> String {
+        match self.backend {
+            Backend::Auto => self
+                .logpaths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
+            Backend::Systemd => format!("the systemd journal ({})", self.journalmatch),
+        }
     }
 }
 
@@ -158,7 +228,10 @@ impl Default for Config {
             bpffs: PathBuf::from(DEFAULT_BPFFS),
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             metrics_listen: None,
+            fail2ban_dir: PathBuf::from(DEFAULT_FAIL2BAN_DIR),
+            ignoreip: Vec::new(),
             jails: Vec::new(),
+            lines: KeyLines::default(),
         }
     }
 }
@@ -203,27 +276,61 @@ impl Config {
             }
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
+        let fail2ban_dir = raw
+            .fail2ban_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_FAIL2BAN_DIR));
         let mut jails = Vec::new();
+        let line_of = |span: std::ops::Range<usize>| line_col(text, span.start).0;
+        let mut lines = KeyLines {
+            interface: raw.interface.as_ref().map_or(0, |i| line_of(i.span())),
+            bpffs: raw.bpffs.as_ref().map_or(0, |b| line_of(b.span())),
+            state_dir: raw.state_dir.as_ref().map_or(0, |d| line_of(d.span())),
+            jails: Default::default(),
+        };
         for (name, raw_jail) in raw.jails {
+            // The table header, not its first key.
+            let header = text[..raw_jail.span().start]
+                .rfind(&format!("[jails.{name}]"))
+                .map_or_else(|| line_of(raw_jail.span()), |at| line_col(text, at).0);
+            lines.jails.insert(name.clone(), header);
+            let raw_jail = raw_jail.into_inner();
             if !raw_jail.enabled {
                 continue;
             }
-            let filter_name = raw_jail.filter.get_ref();
-            let filter = Filter::load(filter_name, base).map_err(|source| ConfigError::Filter {
-                path: path.to_owned(),
-                line: line_col(text, raw_jail.filter.span().start).0,
-                jail: name.clone(),
-                source: Box::new(source),
+            let line = line_col(text, raw_jail.filter.span().start).0;
+            let ctx = FilterContext {
+                base,
+                fail2ban_dir: &fail2ban_dir,
+                ports: Some(&raw_jail.port),
+                journal: raw_jail.backend == Backend::Systemd,
+            };
+            let filter = Filter::load(raw_jail.filter.get_ref(), &ctx).map_err(|source| {
+                ConfigError::Filter {
+                    path: path.to_owned(),
+                    line,
+                    jail: name.clone(),
+                    source: Box::new(source),
+                }
             })?;
+            let journalmatch = raw_jail.journalmatch.clone().unwrap_or_else(|| {
+                let lines: Vec<String> =
+                    filter.journalmatch().iter().map(|w| w.join(" ")).collect();
+                lines.join("\n")
+            });
+            let mut ignoreip = raw.ignoreip.clone();
+            ignoreip.extend(raw_jail.ignoreip);
             jails.push(Jail {
                 name,
                 filter: Arc::new(filter),
                 logpaths: raw_jail.logpath,
+                backend: raw_jail.backend,
+                journalmatch,
+                journalpath: raw_jail.journalpath,
                 ports: raw_jail.port,
                 maxretry: raw_jail.maxretry,
                 findtime: raw_jail.findtime,
                 bantime: raw_jail.bantime,
-                ignoreip: raw_jail.ignoreip,
+                ignoreip,
                 ignoreself: raw_jail.ignoreself,
                 ban_prefix_v6: raw_jail.ban_prefix_v6,
                 max_tracked: raw_jail.max_tracked,
@@ -234,23 +341,40 @@ impl Config {
         }
         Ok(Self {
             path: path.to_owned(),
-            interfaces: raw.interface,
+            interfaces: raw.interface.map(|i| i.into_inner().0).unwrap_or_default(),
             xdp_mode: raw.xdp_mode,
             xdp_action: raw.xdp_action,
             max_bans: raw.max_bans,
-            bpffs: raw.bpffs.unwrap_or_else(|| PathBuf::from(DEFAULT_BPFFS)),
+            bpffs: raw
+                .bpffs
+                .map_or_else(|| PathBuf::from(DEFAULT_BPFFS), Spanned::into_inner),
             state_dir: raw
                 .state_dir
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+                .map_or_else(|| PathBuf::from(DEFAULT_STATE_DIR), Spanned::into_inner),
             metrics_listen: raw.metrics_listen,
+            fail2ban_dir,
+            ignoreip: raw.ignoreip,
             jails,
+            lines,
         })
     }
 
     fn invalid(&self, key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+        let key = key.into();
+        let line = match key.as_str() {
+            "interface" => self.lines.interface,
+            "bpffs" => self.lines.bpffs,
+            "state_dir" => self.lines.state_dir,
+            jail => jail
+                .strip_prefix("jails.")
+                .and_then(|rest| rest.split('.').next())
+                .and_then(|name| self.lines.jails.get(name).copied())
+                .unwrap_or(0),
+        };
         ConfigError::Invalid {
             path: self.path.clone(),
-            key: key.into(),
+            line,
+            key,
             problem: problem.into(),
         }
     }
@@ -299,6 +423,12 @@ impl Config {
         }
         for jail in &self.jails {
             let key = format!("jails.{}.logpath", jail.name);
+            if jail.backend == Backend::Auto && jail.logpaths.is_empty() {
+                return Err(self.invalid(
+                    &key,
+                    "no log to follow: give logpath, or backend = \"systemd\" for the journal",
+                ));
+            }
             for log in &jail.logpaths {
                 let problem = if !log.is_absolute() {
                     Some("is not an absolute path".to_owned())

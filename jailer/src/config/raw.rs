@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 use serde::{Deserialize, Deserializer, de};
 use toml::Spanned;
 
-use super::{XdpAction, XdpMode};
+use super::{Backend, XdpAction, XdpMode};
 use crate::{
     ban::{PortSet, Target},
     time::{parse_bantime, parse_duration},
@@ -15,20 +15,23 @@ use crate::{
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
-    #[serde(default, deserialize_with = "interfaces")]
-    pub(super) interface: Vec<String>,
+    #[serde(default)]
+    pub(super) interface: Option<Spanned<Interfaces>>,
     #[serde(default)]
     pub(super) xdp_mode: XdpMode,
     #[serde(default)]
     pub(super) xdp_action: XdpAction,
     #[serde(default = "default_max_bans", deserialize_with = "max_bans")]
     pub(super) max_bans: u32,
-    pub(super) bpffs: Option<PathBuf>,
-    pub(super) state_dir: Option<PathBuf>,
+    pub(super) bpffs: Option<Spanned<PathBuf>>,
+    pub(super) state_dir: Option<Spanned<PathBuf>>,
     #[serde(default, deserialize_with = "metrics_listen")]
     pub(super) metrics_listen: Option<std::net::SocketAddr>,
+    pub(super) fail2ban_dir: Option<PathBuf>,
+    #[serde(default, deserialize_with = "ignoreip")]
+    pub(super) ignoreip: Vec<Target>,
     #[serde(default)]
-    pub(super) jails: BTreeMap<String, RawJail>,
+    pub(super) jails: BTreeMap<String, Spanned<RawJail>>,
 }
 
 #[derive(Deserialize)]
@@ -37,8 +40,12 @@ pub(super) struct RawJail {
     #[serde(default = "yes")]
     pub(super) enabled: bool,
     pub(super) filter: Spanned<String>,
-    #[serde(deserialize_with = "string_or_list")]
+    #[serde(default, deserialize_with = "string_or_list")]
     pub(super) logpath: Vec<PathBuf>,
+    #[serde(default)]
+    pub(super) backend: Backend,
+    pub(super) journalmatch: Option<String>,
+    pub(super) journalpath: Option<PathBuf>,
     #[serde(default = "default_ports", deserialize_with = "ports")]
     pub(super) port: PortSet,
     #[serde(default = "default_maxretry", deserialize_with = "maxretry")]
@@ -164,6 +171,15 @@ fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Er
         return Err(de::Error::custom("logpath: the list is empty"));
     }
     Ok(list)
+}
+
+/// `interface`: a name or a list of names.
+pub(super) struct Interfaces(pub(super) Vec<String>);
+
+impl<'de> Deserialize<'de> for Interfaces {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        interfaces(d).map(Self)
+    }
 }
 
 fn interfaces<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {

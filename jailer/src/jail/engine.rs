@@ -15,8 +15,9 @@ use super::{known::KnownBans, policy::bantime_for, window::FailureWindow};
 use crate::{
     ban::{Ban, Expiry, Target},
     config::Jail,
-    filter::{Verdict, timestamp::parse_timestamp},
+    filter::{Found, Host, Matcher, Outcome},
     kernel::{BanTable, BpfError},
+    source::SourceId,
     state::{Record, Replay},
     time::{format_duration, from_unix_secs},
 };
@@ -34,6 +35,9 @@ pub struct JailStats {
     /// Failures from an address whose ban was already in force: counted as
     /// failures, never as new bans.
     pub already_banned: u64,
+    /// Failures that named a host name, not an address: counted, never
+    /// resolved, never banned.
+    pub unresolved: u64,
     pub total_banned: u64,
     pub ban_errors: u64,
 }
@@ -78,6 +82,9 @@ pub struct Engine<T: BanTable> {
     pending: Vec<Record>,
     /// This host's own addresses (for jails with `ignoreself`).
     own: HashSet<IpAddr>,
+    /// Each jail's matcher, per source (fail2ban filters keep state across
+    /// a stream's lines), indexed by jail.
+    matchers: HashMap<SourceId, Vec<Option<Matcher>>>,
     unbans: u64,
 }
 
@@ -90,6 +97,7 @@ impl<T: BanTable> Engine<T> {
             expiry: BTreeSet::new(),
             pending: Vec::new(),
             own: HashSet::new(),
+            matchers: HashMap::new(),
             unbans: 0,
         }
     }
@@ -122,6 +130,8 @@ impl<T: BanTable> Engine<T> {
             };
             self.jails.push(state);
         }
+        // Jail indexes changed: matchers start afresh.
+        self.matchers.clear();
     }
 
     /// This host's addresses, never banned by a jail with `ignoreself`.
@@ -303,53 +313,91 @@ impl<T: BanTable> Engine<T> {
         }
     }
 
-    /// Runs one log line through the jails at indexes `jails`.
-    pub fn handle_line(&mut self, jails: &[usize], line: &str, now: SystemTime) -> Vec<BanEvent> {
+    /// Runs one line of `source` through the jails at indexes `jails`.
+    /// `time` is the line's time when the source knows it (journal).
+    pub fn handle_line(
+        &mut self,
+        source: &SourceId,
+        jails: &[usize],
+        line: &str,
+        time: Option<SystemTime>,
+        now: SystemTime,
+    ) -> Vec<BanEvent> {
+        if !self.matchers.contains_key(source) {
+            self.matchers.insert(source.clone(), Vec::new());
+        }
         let mut events = Vec::new();
         for &i in jails {
-            let js = &mut self.jails[i];
-            js.stats.lines += 1;
-            let ip = match js.jail.filter.check(line) {
-                Verdict::Failure(ip) => ip,
-                Verdict::Ignored => {
-                    js.stats.ignored_lines += 1;
-                    continue;
-                }
-                Verdict::Miss => continue,
-            };
-            if js.jail.ignores(ip) || (js.jail.ignoreself && self.own.contains(&ip)) {
-                js.stats.ignored_addresses += 1;
-                debug!(%ip, jail = js.jail.name, "failure from an ignored address");
+            let Some(js) = self.jails.get_mut(i) else {
                 continue;
+            };
+            js.stats.lines += 1;
+            let Some(matchers) = self.matchers.get_mut(source) else {
+                continue;
+            };
+            if matchers.len() <= i {
+                matchers.resize_with(i + 1, || None);
             }
-            js.stats.total_failed += 1;
-            let at = parse_timestamp(line, now).unwrap_or(now);
-            // IPv6 attackers own whole prefixes: count and ban per prefix.
-            let target = Target::widened(ip, js.jail.ban_prefix_v6);
-            let probe = Ban::new(js.jail.ports.clone(), Expiry::Never);
-            match self.in_force(target, &probe, now) {
-                Ok(true) => {
-                    self.jails[i].stats.already_banned += 1;
-                    debug!(%target, jail = self.jails[i].jail.name, "already banned");
-                    continue;
-                }
-                Ok(false) => {}
-                Err(e) => warn!(%target, error = %crate::error::Chain(&e), "reading a ban failed"),
-            }
-            let js = &mut self.jails[i];
-            debug!(%ip, jail = js.jail.name, "failure");
-            if js.window.record(target.addr(), at, now) {
-                match self.ban(i, target, now) {
-                    Ok(Some(event)) => events.push(event),
-                    Ok(None) => {}
-                    Err(e) => {
-                        self.jails[i].stats.ban_errors += 1;
-                        warn!(%target, jail = self.jails[i].jail.name, error = %crate::error::Chain(&e), "ban failed");
+            let matcher = matchers[i].get_or_insert_with(|| js.jail.filter.matcher());
+            match matcher.process(line, time, now) {
+                Outcome::Miss => {}
+                Outcome::Ignored => js.stats.ignored_lines += 1,
+                Outcome::Failures(found) => {
+                    for f in found {
+                        self.failure(i, f, now, &mut events);
                     }
                 }
             }
         }
         events
+    }
+
+    /// Counts one failure for jail `i`, and bans when it makes maxretry.
+    fn failure(&mut self, i: usize, found: Found, now: SystemTime, events: &mut Vec<BanEvent>) {
+        let js = &mut self.jails[i];
+        let (ip, target) = match found.host {
+            Host::Ip(ip) => (ip, Target::widened(ip, js.jail.ban_prefix_v6)),
+            Host::Subnet { addr, prefix } => match ipnet::IpNet::new(addr, prefix) {
+                Ok(net) => (addr, Target::network(net)),
+                Err(_) => return,
+            },
+            Host::Name(name) => {
+                // No DNS, ever: the name is counted and said, never banned.
+                js.stats.unresolved += 1;
+                debug!(host = %name, jail = js.jail.name, "failure from a host name (not resolved, not banned)");
+                return;
+            }
+        };
+        if js.jail.ignores(ip) || (js.jail.ignoreself && self.own.contains(&ip)) {
+            js.stats.ignored_addresses += 1;
+            debug!(%ip, jail = js.jail.name, "failure from an ignored address");
+            return;
+        }
+        js.stats.total_failed += 1;
+        // A date in the future is a clock or parse problem: count it now.
+        let at = found.time.filter(|t| *t <= now).unwrap_or(now);
+        let probe = Ban::new(js.jail.ports.clone(), Expiry::Never);
+        match self.in_force(target, &probe, now) {
+            Ok(true) => {
+                self.jails[i].stats.already_banned += 1;
+                debug!(%target, jail = self.jails[i].jail.name, "already banned");
+                return;
+            }
+            Ok(false) => {}
+            Err(e) => warn!(%target, error = %crate::error::Chain(&e), "reading a ban failed"),
+        }
+        let js = &mut self.jails[i];
+        debug!(%ip, jail = js.jail.name, "failure");
+        if js.window.record(target.addr(), at, now) {
+            match self.ban(i, target, now) {
+                Ok(Some(event)) => events.push(event),
+                Ok(None) => {}
+                Err(e) => {
+                    self.jails[i].stats.ban_errors += 1;
+                    warn!(%target, jail = self.jails[i].jail.name, error = %crate::error::Chain(&e), "ban failed");
+                }
+            }
+        }
     }
 
     /// Bans `target` for jail `i`; `None` when a ban in force already covers
@@ -443,18 +491,32 @@ mod tests {
     use super::*;
     use crate::{
         ban::PortSet,
-        filter::Filter,
+        filter::{Filter, FilterContext},
         kernel::MemBanTable,
         state::Journal,
         time::{from_unix_secs, unix_secs},
     };
 
+    fn log() -> SourceId {
+        SourceId::File("/var/log/mail.log".into())
+    }
+
     fn jail(maxretry: u32, ports: &[&str]) -> Jail {
+        let ports = PortSet::parse(ports).unwrap();
+        let ctx = FilterContext {
+            base: Path::new("."),
+            fail2ban_dir: Path::new("/etc/fail2ban"),
+            ports: Some(&ports),
+            journal: false,
+        };
         Jail {
             name: "vpopmail".into(),
-            filter: Arc::new(Filter::load("vpopmail", Path::new(".")).unwrap()),
+            filter: Arc::new(Filter::load("vpopmail", &ctx).unwrap()),
             logpaths: vec!["/var/log/mail.log".into()],
-            ports: PortSet::parse(ports).unwrap(),
+            backend: crate::config::Backend::Auto,
+            journalmatch: String::new(),
+            journalpath: None,
+            ports,
             maxretry,
             findtime: Duration::from_secs(600),
             bantime: Some(Duration::from_secs(3600)),
@@ -493,16 +555,22 @@ mod tests {
         let mut e = Engine::new(vec![jail(3, &["pop3"])], MemBanTable::default());
         let now = SystemTime::now();
         for _ in 0..2 {
-            assert!(e.handle_line(&[0], &line("203.0.113.7"), now).is_empty());
+            assert!(
+                e.handle_line(&log(), &[0], &line("203.0.113.7"), None, now)
+                    .is_empty()
+            );
         }
-        let ev = e.handle_line(&[0], &line("203.0.113.7"), now);
+        let ev = e.handle_line(&log(), &[0], &line("203.0.113.7"), None, now);
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0].target, target("203.0.113.7"));
         let b = &e.table().bans()[&ev[0].target];
         assert!(b.ports.contains(110) && !b.ports.contains(25));
         assert_eq!(e.take_records().len(), 1, "one journal record per ban");
         for _ in 0..10 {
-            assert!(e.handle_line(&[0], &line("192.0.2.5"), now).is_empty());
+            assert!(
+                e.handle_line(&log(), &[0], &line("192.0.2.5"), None, now)
+                    .is_empty()
+            );
         }
         let (_, stats, _) = &e.stats()[0];
         assert_eq!(stats.total_banned, 1);
@@ -516,14 +584,14 @@ mod tests {
         let mut e = Engine::new(vec![j.clone()], MemBanTable::default());
         e.set_own_addresses(["198.51.100.1".parse().unwrap()].into());
         assert!(
-            e.handle_line(&[0], &line("198.51.100.1"), SystemTime::now())
+            e.handle_line(&log(), &[0], &line("198.51.100.1"), None, SystemTime::now())
                 .is_empty()
         );
         assert!(e.table().bans().is_empty());
         j.ignoreself = false;
         e.reconfigure(vec![j]);
         assert_eq!(
-            e.handle_line(&[0], &line("198.51.100.1"), SystemTime::now())
+            e.handle_line(&log(), &[0], &line("198.51.100.1"), None, SystemTime::now())
                 .len(),
             1
         );
@@ -534,13 +602,23 @@ mod tests {
         let mut e = Engine::new(vec![jail(1, &["pop3"])], MemBanTable::default());
         let ip = target("203.0.113.7");
         let now = SystemTime::now();
-        assert_eq!(e.handle_line(&[0], &line("203.0.113.7"), now).len(), 1);
+        assert_eq!(
+            e.handle_line(&log(), &[0], &line("203.0.113.7"), None, now)
+                .len(),
+            1
+        );
         let expiry = e.table().bans()[&ip].expiry;
         e.take_records();
         for _ in 0..50 {
             assert!(
-                e.handle_line(&[0], &line("203.0.113.7"), now + Duration::from_secs(5))
-                    .is_empty()
+                e.handle_line(
+                    &log(),
+                    &[0],
+                    &line("203.0.113.7"),
+                    None,
+                    now + Duration::from_secs(5)
+                )
+                .is_empty()
             );
         }
         assert_eq!(e.table().bans()[&ip].expiry, expiry, "not extended");
@@ -553,7 +631,7 @@ mod tests {
         // Lifted by hand: the next failure counts and bans again, escalated once.
         let mut t = e.table().clone();
         t.remove(ip).unwrap();
-        let ev = e.handle_line(&[0], &line("203.0.113.7"), now);
+        let ev = e.handle_line(&log(), &[0], &line("203.0.113.7"), None, now);
         assert_eq!(ev.len(), 1);
         assert!(
             left(&e, ip) > Duration::from_secs(7100),
@@ -569,10 +647,10 @@ mod tests {
         assert_eq!(bantime_for(&j, 3), Some(Duration::from_secs(4 * 3600)));
         let mut e = Engine::new(vec![j], MemBanTable::default());
         let ip = target("203.0.113.7");
-        e.handle_line(&[0], &line("203.0.113.7"), SystemTime::now());
+        e.handle_line(&log(), &[0], &line("203.0.113.7"), None, SystemTime::now());
         // Lapse the ban, offend again: twice as long.
         lapse(&e, ip);
-        let ev = e.handle_line(&[0], &line("203.0.113.7"), SystemTime::now());
+        let ev = e.handle_line(&log(), &[0], &line("203.0.113.7"), None, SystemTime::now());
         assert_eq!(ev.len(), 1);
         assert!(left(&e, ip) > Duration::from_secs(7100));
     }
@@ -582,7 +660,10 @@ mod tests {
         let mut imap = jail(1, &["imap"]);
         imap.name = "imap".into();
         let mut e = Engine::new(vec![jail(1, &["pop3"]), imap], MemBanTable::default());
-        e.handle_line(&[0, 1], &line("203.0.113.7"), SystemTime::now());
+        let now = SystemTime::now();
+        e.handle_line(&log(), &[0, 1], &line("203.0.113.7"), None, now);
+        let imap_line = line("203.0.113.7").replace("vchkpw-pop3", "vchkpw-imap");
+        e.handle_line(&log(), &[0, 1], &imap_line, None, now);
         let b = &e.table().bans()[&target("203.0.113.7")];
         assert!(b.ports.contains(110) && b.ports.contains(143));
         let report = e.jail_report(SystemTime::now());
@@ -590,10 +671,28 @@ mod tests {
     }
 
     #[test]
+    fn a_pop3_jail_counts_pop3_failures_not_smtp_guesses() {
+        // The seed's vchkpw-pop3 filter: SMTP-AUTH guesses would get POP3
+        // banned, go on failing on SMTP, and escalate the ban forever.
+        let mut e = Engine::new(vec![jail(1, &["pop3"])], MemBanTable::default());
+        let now = SystemTime::now();
+        for service in ["smtp", "submission", "imap", "webmail"] {
+            let l = line("203.0.113.7").replace("vchkpw-pop3", &format!("vchkpw-{service}"));
+            assert!(
+                e.handle_line(&log(), &[0], &l, None, now).is_empty(),
+                "{service}"
+            );
+        }
+        assert_eq!(e.stats()[0].1.total_failed, 0);
+        let port = line("203.0.113.7").replace("vchkpw-pop3", "vchkpw-110");
+        assert_eq!(e.handle_line(&log(), &[0], &port, None, now).len(), 1);
+    }
+
+    #[test]
     fn expiry_lifts_due_bans_only() {
         let mut e = Engine::new(vec![jail(1, &["pop3"])], MemBanTable::default());
         let now = SystemTime::now();
-        e.handle_line(&[0], &line("203.0.113.7"), now);
+        e.handle_line(&log(), &[0], &line("203.0.113.7"), None, now);
         assert!(e.expire(now).is_empty());
         let ip = target("203.0.113.7");
         lapse(&e, ip);
@@ -646,20 +745,23 @@ mod tests {
         let now = SystemTime::now();
         // Three hosts of one /64, one failure each: that /64 is banned.
         assert!(
-            e.handle_line(&[0], &line("2001:db8:1:2::a"), now)
+            e.handle_line(&log(), &[0], &line("2001:db8:1:2::a"), None, now)
                 .is_empty()
         );
         assert!(
-            e.handle_line(&[0], &line("2001:db8:1:2::b"), now)
+            e.handle_line(&log(), &[0], &line("2001:db8:1:2::b"), None, now)
                 .is_empty()
         );
-        assert!(e.handle_line(&[0], &line("2001:db8:9::1"), now).is_empty());
-        let ev = e.handle_line(&[0], &line("2001_db8_1_2__c"), now);
+        assert!(
+            e.handle_line(&log(), &[0], &line("2001:db8:9::1"), None, now)
+                .is_empty()
+        );
+        let ev = e.handle_line(&log(), &[0], &line("2001_db8_1_2__c"), None, now);
         assert_eq!(ev[0].target, target("2001:db8:1:2::/64"));
         assert!(e.table().bans().contains_key(&target("2001:db8:1:2::/64")));
         // IPv4 is still per address.
         for _ in 0..3 {
-            e.handle_line(&[0], &line("203.0.113.7"), now);
+            e.handle_line(&log(), &[0], &line("203.0.113.7"), None, now);
         }
         assert!(e.table().bans().contains_key(&target("203.0.113.7")));
     }
@@ -672,7 +774,7 @@ mod tests {
         let now = SystemTime::now();
         for i in 0..60_000u32 {
             let ip = std::net::Ipv4Addr::from(0x0a00_0000 | i);
-            e.handle_line(&[0], &line(&ip.to_string()), now);
+            e.handle_line(&log(), &[0], &line(&ip.to_string()), None, now);
         }
         let (_, stats, tracked) = &e.stats()[0];
         assert!(*tracked <= 5_000, "tracked {tracked}");
@@ -695,7 +797,8 @@ mod tests {
         e.apply_records(&[Record::ban(t, "manual", &by_hand, now)]);
         assert_eq!(e.bans_in_force(now), 1);
         assert!(
-            e.handle_line(&[0], &line("203.0.113.7"), now).is_empty(),
+            e.handle_line(&log(), &[0], &line("203.0.113.7"), None, now)
+                .is_empty(),
             "already banned"
         );
         e.table_mut().remove(t).unwrap();
@@ -705,7 +808,8 @@ mod tests {
         }]);
         assert_eq!(e.bans_in_force(now), 0);
         assert_eq!(
-            e.handle_line(&[0], &line("203.0.113.7"), now).len(),
+            e.handle_line(&log(), &[0], &line("203.0.113.7"), None, now)
+                .len(),
             1,
             "banned again"
         );
