@@ -70,12 +70,7 @@ fn part_a() {
         // Filler bans in 10.0.0.0/8, exact, 1h each; the trie gets up to 60k
         // /24s in 172.16/12.
         let filler: Vec<(Target, Ban)> = (1..fill)
-            .map(|i| {
-                (
-                    Target::host(IpAddr::V4(((10u32 << 24) | i).into())),
-                    v.clone(),
-                )
-            })
+            .map(|i| (Target::host(IpAddr::V4(((10u32 << 24) | i).into())), v))
             .collect();
         let start = Instant::now();
         assert_eq!(table.insert_many(&filler).unwrap(), filler.len());
@@ -136,7 +131,9 @@ fn restore_1m() {
     let replay = journal.replay(now).unwrap();
     let replayed = start.elapsed();
     let mut engine = jailer::jail::Engine::new(config.jails, table);
-    let restored = engine.restore(&replay, now).unwrap();
+    let restored = engine
+        .restore(jailer::jail::Restoration::prepare(&replay, now, true))
+        .unwrap();
     let total = start.elapsed();
     println!(
         "restoring {restored} bans from the journal into empty maps: {:.2} s ({:.2} s replaying the journal, {:.2} s writing the maps)",

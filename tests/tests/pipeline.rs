@@ -145,6 +145,8 @@ fn follows_bans_rotates_and_restores() {
     // Reboot: the maps are empty; the journal restores every unexpired ban.
     let fresh = MemBanTable::default();
     let agent = Agent::start(config(dir.path(), &log), fresh.clone());
+    // Restored while the logs are already followed.
+    wait_for("the journal restored", || fresh.bans().len() == 3);
     for ip in ["203.0.113.7", "203.0.113.8", "203.0.113.9"] {
         assert!(banned(&fresh, ip), "{ip} restored");
     }

@@ -32,13 +32,13 @@ use crate::{
     config::{Backend, Config, XdpAction},
     error::{Chain, Error},
     host,
-    jail::Engine,
+    jail::{Engine, Restoration},
     kernel::{self, Attached, BanTable},
     source::{
         DirWatcher, Follower, JournalLocation, JournalMatch, LogBatch, Resume, SourceError,
         SourceId, follow, follow_journal,
     },
-    state::{self, AgentLock, Journal, Snapshot},
+    state::{self, AgentLock, Journal, Record, Snapshot},
 };
 
 /// How often positions and windows are saved, and the journal synced,
@@ -98,8 +98,10 @@ struct Agent<T: BanTable> {
     engine: Engine<T>,
     journal: Journal,
     /// Where the journal was read up to: records others append after it
-    /// (`jailer ban`/`unban`) are taken in.
-    journal_offset: u64,
+    /// (`jailer ban`/`unban`) are taken in. `None` until it was first read.
+    journal_offset: Option<u64>,
+    /// Ban records not written yet (the journal was busy being compacted).
+    unjournaled: Vec<Record>,
     /// Records appended since the journal was last synced to disk.
     unsynced: bool,
     snapshot: Snapshot,
@@ -130,14 +132,16 @@ pub async fn run_agent_with<T: BanTable + 'static>(
     };
     let now = SystemTime::now();
     let journal = Journal::new(&config.state_dir);
-    let replay = match journal.compact(now) {
-        Ok(replay) => replay,
-        Err(e) => {
-            warn!(error = %Chain(&e), "compacting the ban journal failed; reading it as it is");
-            journal.replay(now)?
-        }
-    };
     let mut table = table;
+    // The journal is read (and compacted) on another thread while the logs
+    // are already followed: a restart with a million bans pinned must not
+    // wait for it. After a reboot the maps are empty and the restore writes
+    // them; until then the bans survive in the maps anyway.
+    let maps_empty = table.is_empty()?;
+    let restoring = {
+        let journal = Journal::new(&config.state_dir);
+        tokio::task::spawn_blocking(move || restoration(&journal, now, maps_empty))
+    };
     let monitor = config.xdp_action == XdpAction::Monitor;
     table.set_monitor(monitor)?;
     if monitor {
@@ -148,12 +152,6 @@ pub async fn run_agent_with<T: BanTable + 'static>(
     }
     let mut engine = Engine::new(config.jails.clone(), table);
     engine.set_own_addresses(host::own_addresses());
-    let restored = engine.restore(&replay, now)?;
-    let journal_offset = journal.size()?;
-    if restored > 0 {
-        info!(count = restored, "bans restored from the journal");
-    }
-    drop(replay);
     let mut snapshot = Snapshot::load(&config.state_dir)?;
     engine.import_windows(std::mem::take(&mut snapshot.windows));
 
@@ -178,7 +176,8 @@ pub async fn run_agent_with<T: BanTable + 'static>(
         options,
         engine,
         journal,
-        journal_offset,
+        journal_offset: None,
+        unjournaled: Vec::new(),
         unsynced: false,
         snapshot,
         source_jails: HashMap::new(),
@@ -213,6 +212,8 @@ pub async fn run_agent_with<T: BanTable + 'static>(
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(SNAPSHOT_EVERY);
     let mut dirty = false;
+    tokio::pin!(restoring);
+    let mut restored = false;
     loop {
         let next_expiry = agent.engine.next_expiry().map(|t| {
             tokio::time::Instant::now()
@@ -232,11 +233,23 @@ pub async fn run_agent_with<T: BanTable + 'static>(
             } => {
                 agent.engine.expire(SystemTime::now());
             }
+            done = &mut restoring, if !restored => {
+                restored = true;
+                match done {
+                    Ok(Ok((restoration, offset))) => agent.restore(restoration, offset),
+                    Ok(Err(e)) => {
+                        warn!(error = %Chain(&e), "reading the ban journal failed: bans in the maps stay, expiry and repeat counts start afresh");
+                        agent.journal_offset = agent.journal.size().ok();
+                    }
+                    Err(_) => warn!("reading the ban journal stopped"),
+                }
+            }
             _ = tick.tick() => {
                 if dirty {
                     agent.save();
                     dirty = false;
                 }
+                agent.write_journal();
                 agent.sync_journal();
                 agent.read_journal();
                 agent.report_evictions();
@@ -263,8 +276,31 @@ pub async fn run_agent_with<T: BanTable + 'static>(
     // Ours to remove: we hold the state directory's lock.
     let _ = std::fs::remove_file(control::socket_path(&agent.config.state_dir));
     agent.save();
+    if !agent.unjournaled.is_empty()
+        && let Err(e) = agent.journal.append(&agent.unjournaled, false)
+    {
+        warn!(error = %Chain(&e), "bans could not be journaled at shutdown");
+    }
     agent.sync_journal();
     Ok(())
+}
+
+/// The journal compacted, read and prepared for the engine, off the loop;
+/// and the size it has after compaction (where later records start).
+fn restoration(
+    journal: &Journal,
+    now: SystemTime,
+    maps_empty: bool,
+) -> Result<(Restoration, u64), Error> {
+    let (replay, size) = match journal.compact(now) {
+        Ok(done) => done,
+        Err(e) => {
+            warn!(error = %Chain(&e), "compacting the ban journal failed; reading it as it is");
+            let size = journal.size()?;
+            (journal.replay(now)?, size)
+        }
+    };
+    Ok((Restoration::prepare(&replay, now, maps_empty), size))
 }
 
 impl<T: BanTable> Agent<T> {
@@ -422,11 +458,8 @@ impl<T: BanTable> Agent<T> {
                 self.latency.observe(batch.read_at.elapsed());
             }
         }
-        let records = self.engine.take_records();
-        if let Err(e) = self.journal.append(&records, false) {
-            warn!(error = %Chain(&e), bans = records.len(), "bans are enforced but could not be journaled; they will not survive a reboot");
-        }
-        self.unsynced |= !records.is_empty();
+        self.unjournaled.extend(self.engine.take_records());
+        self.write_journal();
         *self.lines_read.entry(batch.source.clone()).or_default() += batch.lines.len() as u64;
         match (batch.source, batch.resume) {
             (SourceId::File(path), Some(Resume::File(pos))) => {
@@ -441,20 +474,55 @@ impl<T: BanTable> Agent<T> {
         }
     }
 
+    /// Takes in the journal read at start.
+    fn restore(&mut self, restoration: Restoration, offset: u64) {
+        let to_write = restoration.to_write();
+        match self.engine.restore(restoration) {
+            Ok(n) if n > 0 => info!(
+                count = n,
+                "bans restored from the journal into the empty maps"
+            ),
+            Ok(_) => {}
+            Err(e) => warn!(error = %Chain(&e), wanted = to_write, "restoring bans failed"),
+        }
+        self.journal_offset = Some(offset);
+        // Whatever was appended since the journal was read.
+        self.read_journal();
+    }
+
     /// Takes in what others appended to the journal since it was last read.
     fn read_journal(&mut self) -> usize {
-        match self
-            .journal
-            .read_from(self.journal_offset, SystemTime::now())
-        {
+        let Some(offset) = self.journal_offset else {
+            return 0; // the journal has not been read yet
+        };
+        match self.journal.read_from(offset, SystemTime::now()) {
             Ok((records, offset)) => {
-                self.journal_offset = offset;
+                self.journal_offset = Some(offset);
                 self.engine.apply_records(&records);
                 records.len()
             }
             Err(e) => {
                 warn!(error = %Chain(&e), "reading the ban journal failed");
                 0
+            }
+        }
+    }
+
+    /// Appends the bans not journaled yet; if the journal is being
+    /// compacted, they wait for the next batch or tick (never the loop).
+    fn write_journal(&mut self) {
+        if self.unjournaled.is_empty() {
+            return;
+        }
+        match self.journal.try_append(&self.unjournaled) {
+            Ok(true) => {
+                self.unjournaled.clear();
+                self.unsynced = true;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                warn!(error = %Chain(&e), bans = self.unjournaled.len(), "bans are enforced but could not be journaled; they will not survive a reboot");
+                self.unjournaled.clear();
             }
         }
     }

@@ -120,8 +120,7 @@ mod tests {
         let mut t = MemBanTable::default();
         let a = target("203.0.113.7");
         let hour = Expiry::after(SystemTime::now(), Some(Duration::from_secs(60)));
-        t.insert(a, &Ban::new(PortSet::Only(vec![110]), hour))
-            .unwrap();
+        t.insert(a, &Ban::new(PortSet::only(&[110]), hour)).unwrap();
         t.count_drops(a, 7);
         t.insert(a, &Ban::new(PortSet::All, Expiry::Never)).unwrap();
         let rows = active_bans(&t).unwrap();
@@ -132,7 +131,7 @@ mod tests {
 
         let b = target("2001:db8::/64");
         let lapsed = Expiry::At(SystemTime::UNIX_EPOCH + Duration::from_secs(1));
-        t.insert(b, &Ban::new(PortSet::Only(vec![110]), lapsed))
+        t.insert(b, &Ban::new(PortSet::only(&[110]), lapsed))
             .unwrap();
         assert_eq!(active_bans(&t).unwrap().len(), 1);
         let table = format_table(&active_bans(&t).unwrap());
@@ -148,7 +147,7 @@ mod tests {
         let mut t = MemBanTable::default();
         t.insert(
             target("203.0.113.7"),
-            &Ban::new(PortSet::Only(vec![110]), Expiry::Never),
+            &Ban::new(PortSet::only(&[110]), Expiry::Never),
         )
         .unwrap();
         assert!(!active_bans(&t).unwrap()[0].monitor);

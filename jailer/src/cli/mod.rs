@@ -118,10 +118,19 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("what").required(true))]
 pub struct BanArgs {
     /// IPv4 or IPv6 address, or a network: 203.0.113.0/24, 2001:db8:1::/48.
-    #[arg(value_parser = args::target)]
-    pub target: Target,
+    #[arg(group = "what", value_parser = args::target)]
+    pub target: Option<Target>,
+    /// Ban every address or network in FILE (`-`: standard input), one per
+    /// line; `#` comments and blank lines are skipped. Bad lines are
+    /// reported with their number and the rest banned (see --strict).
+    #[arg(long, group = "what", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// With --file: ban nothing if any line is bad.
+    #[arg(long, requires = "file")]
+    pub strict: bool,
     /// Port to close, by number or name (pop3, pop3s, imap, imaps, smtp,
     /// submission, smtps, sieve) or `all`; repeat for several, or 110,995.
     #[arg(long, short, value_name = "PORT", default_value = "pop3", value_parser = args::port)]
@@ -147,6 +156,13 @@ pub struct UnbanArgs {
     /// Remove every ban.
     #[arg(long, group = "what")]
     pub all: bool,
+    /// Lift the ban on every address or network in FILE (`-`: standard
+    /// input), one per line; `#` comments and blank lines skipped.
+    #[arg(long, group = "what", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// With --file: lift nothing if any line is bad.
+    #[arg(long, requires = "file")]
+    pub strict: bool,
 }
 
 #[derive(Debug, Args)]

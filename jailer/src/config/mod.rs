@@ -480,7 +480,7 @@ mod tests {
         let j = &c.jails[0];
         assert_eq!(j.name, "vpopmail");
         assert_eq!(j.logpaths, [Path::new("/var/log/mail.log")]);
-        assert_eq!(j.ports, PortSet::Only(vec![110]));
+        assert_eq!(j.ports, PortSet::only(&[110]));
         assert_eq!(j.maxretry, 3);
         assert_eq!(j.findtime, Duration::from_secs(600));
         assert_eq!(j.bantime, Some(Duration::from_secs(3600)));

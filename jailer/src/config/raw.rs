@@ -74,7 +74,7 @@ fn yes() -> bool {
     true
 }
 fn default_ports() -> PortSet {
-    PortSet::Only(vec![110])
+    PortSet::only(&[110])
 }
 // fail2ban's defaults for what a jail leaves out.
 fn default_maxretry() -> u32 {

@@ -61,6 +61,48 @@ impl JailState {
     }
 }
 
+/// The journal read and made ready for [`Engine::restore`]: a million bans
+/// are prepared on another thread while the agent already follows its logs.
+#[derive(Debug, Default)]
+pub struct Restoration {
+    known: KnownBans,
+    expiry: Vec<(SystemTime, Target)>,
+    counts: Vec<(String, Target, u32)>,
+    /// Bans to write to the table: every ban in force when the maps are
+    /// empty (after a reboot), none when they survived (a restart: the maps
+    /// are the truth, and may carry bans set while the agent was down).
+    to_write: Vec<(Target, Ban)>,
+}
+
+impl Restoration {
+    pub fn prepare(replay: &Replay, now: SystemTime, maps_empty: bool) -> Self {
+        let mut r = Self {
+            counts: replay
+                .counts()
+                .map(|(jail, target, n)| (jail.to_owned(), target, n))
+                .collect(),
+            ..Self::default()
+        };
+        r.known.reserve(replay.bans.len());
+        for (target, entry) in replay.active(now) {
+            let ban = replay.ban(entry);
+            if let Expiry::At(t) = ban.expiry {
+                r.expiry.push((t, target));
+            }
+            r.known.remember(target, &ban, replay.jail(entry));
+            if maps_empty {
+                r.to_write.push((target, ban));
+            }
+        }
+        r
+    }
+
+    /// Bans it will write.
+    pub fn to_write(&self) -> usize {
+        self.to_write.len()
+    }
+}
+
 /// A ban the engine just set.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BanEvent {
@@ -184,7 +226,7 @@ impl<T: BanTable> Engine<T> {
                     ..
                 } => {
                     let ban = Ban {
-                        ports: ports.clone(),
+                        ports: *ports,
                         expiry: until.map_or(Expiry::Never, |u| Expiry::At(from_unix_secs(u))),
                         monitor: *monitor,
                     };
@@ -219,53 +261,33 @@ impl<T: BanTable> Engine<T> {
         std::mem::take(&mut self.pending)
     }
 
-    /// Takes in the journal: repeat-offence counts, the bans in force (for
-    /// expiry and status), and writes to the table those it lacks (after a
-    /// reboot the maps are empty). Expired bans are skipped. Returns how many
-    /// were written.
-    pub fn restore(&mut self, replay: &Replay, now: SystemTime) -> Result<usize, BpfError> {
-        for (jail, target, n) in replay.counts() {
+    /// Takes in what the journal says ([`Restoration::prepare`], built off
+    /// the agent's loop): repeat-offence counts, the bans in force (for
+    /// expiry, status, "already banned"), and after a reboot the bans
+    /// themselves, written in batches. What the engine learned since the
+    /// journal was read is newer and kept. Returns how many bans were
+    /// written.
+    pub fn restore(&mut self, r: Restoration) -> Result<usize, BpfError> {
+        for (jail, target, n) in r.counts {
             if let Some(j) = self.jails.iter_mut().find(|j| j.jail.name == jail) {
-                j.ban_counts.insert(target, n);
+                let count = j.ban_counts.entry(target).or_default();
+                *count = (*count).max(n);
             }
         }
-        // After a reboot the maps are empty: write everything in batches.
-        // Otherwise only what is missing (an entry present may carry newer
-        // drop counters or a manual change).
-        let present: HashSet<Target> = if self.table.is_empty()? {
-            HashSet::new()
-        } else {
-            self.table
-                .list()?
-                .into_iter()
-                .filter(|l| l.ban.expiry.is_active(now))
-                .map(|l| l.target)
-                .collect()
-        };
-        let mut expiry = Vec::new();
-        let mut missing = Vec::new();
-        for (target, entry) in replay.active(now) {
-            let ban = replay.ban(entry);
-            if let Expiry::At(t) = ban.expiry {
-                expiry.push((t, target));
-            }
-            self.known.remember(target, &ban, replay.jail(entry));
-            if !present.contains(&target) {
-                missing.push((target, ban));
-            }
-        }
+        self.known.absorb(r.known);
         // Bulk-built (sorted once) rather than a million single inserts.
+        let mut expiry = r.expiry;
         expiry.extend(std::mem::take(&mut self.expiry));
         self.expiry = expiry.into_iter().collect();
-        let restored = self.table.insert_many(&missing)?;
-        if restored < missing.len() {
+        let written = self.table.insert_many(&r.to_write)?;
+        if written < r.to_write.len() {
             warn!(
-                restored,
-                wanted = missing.len(),
+                written,
+                wanted = r.to_write.len(),
                 "ban map full: not every ban could be restored"
             );
         }
-        Ok(restored)
+        Ok(written)
     }
 
     /// Failure windows, for the snapshot.
@@ -376,7 +398,7 @@ impl<T: BanTable> Engine<T> {
         js.stats.total_failed += 1;
         // A date in the future is a clock or parse problem: count it now.
         let at = found.time.filter(|t| *t <= now).unwrap_or(now);
-        let probe = Ban::new(js.jail.ports.clone(), Expiry::Never);
+        let probe = Ban::new(js.jail.ports, Expiry::Never);
         match self.in_force(target, &probe, now) {
             Ok(true) => {
                 self.jails[i].stats.already_banned += 1;
@@ -411,7 +433,7 @@ impl<T: BanTable> Engine<T> {
         let js = &self.jails[i];
         let previous = js.ban_counts.get(&target).copied().unwrap_or(0);
         let mut ban = Ban::new(
-            js.jail.ports.clone(),
+            js.jail.ports,
             Expiry::after(now, bantime_for(&js.jail, previous)),
         );
         let name = js.jail.name.clone();
@@ -709,7 +731,7 @@ mod tests {
         let rec = |ip: &str, until: Option<u64>| Record::Ban {
             addr: target(ip),
             jail: "vpopmail".into(),
-            ports: PortSet::Only(vec![110]),
+            ports: PortSet::only(&[110]),
             until,
             at: unix_secs(now) - 10,
             monitor: false,
@@ -726,7 +748,10 @@ mod tests {
             .unwrap();
         let replay = journal.replay(now).unwrap();
         let mut e = Engine::new(vec![jail(3, &["pop3"])], MemBanTable::default());
-        assert_eq!(e.restore(&replay, now).unwrap(), 2);
+        assert_eq!(
+            e.restore(Restoration::prepare(&replay, now, true)).unwrap(),
+            2
+        );
         let bans = e.table().bans();
         assert!(bans.contains_key(&target("203.0.113.7")));
         assert!(!bans.contains_key(&target("203.0.113.8")));
@@ -791,7 +816,7 @@ mod tests {
         let mut e = Engine::new(vec![jail(1, &["pop3"])], MemBanTable::default());
         let now = SystemTime::now();
         let t = target("203.0.113.7");
-        let by_hand = Ban::new(PortSet::Only(vec![110]), Expiry::Never);
+        let by_hand = Ban::new(PortSet::only(&[110]), Expiry::Never);
         // `jailer ban` wrote the map and the journal; the engine reads it.
         e.table_mut().insert(t, &by_hand).unwrap();
         e.apply_records(&[Record::ban(t, "manual", &by_hand, now)]);

@@ -60,7 +60,7 @@ impl KnownBans {
     /// The ban on `target`, if known (expired or not).
     pub fn get(&self, target: Target) -> Option<Ban> {
         self.entries.get(&target).map(|e| Ban {
-            ports: self.port_sets.values[e.ports as usize].clone(),
+            ports: self.port_sets.values[e.ports as usize],
             expiry: e.expiry,
             monitor: e.monitor,
         })
@@ -138,6 +138,28 @@ impl KnownBans {
     pub fn reserve(&mut self, n: usize) {
         self.entries.reserve(n);
     }
+
+    /// Takes in what `other` knows about targets this set does not know
+    /// (what it knows is newer: set since `other` was read).
+    pub fn absorb(&mut self, other: KnownBans) {
+        if self.entries.is_empty() {
+            *self = other;
+            return;
+        }
+        for (target, e) in &other.entries {
+            if self.entries.contains_key(target) {
+                continue;
+            }
+            let ban = Ban {
+                ports: other.port_sets.values[e.ports as usize],
+                expiry: e.expiry,
+                monitor: e.monitor,
+            };
+            for jail in &other.jail_sets.values[e.jails as usize] {
+                self.remember(*target, &ban, jail);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -148,7 +170,7 @@ mod tests {
 
     fn ban(ports: &[u16], secs: Option<u64>) -> Ban {
         Ban::new(
-            PortSet::Only(ports.to_vec()),
+            PortSet::only(ports),
             Expiry::after(SystemTime::now(), secs.map(Duration::from_secs)),
         )
     }
@@ -164,9 +186,34 @@ mod tests {
         assert!(!k.covers(t, &ban(&[25], None), now));
         let (_, jails) = k.in_force(now).next().unwrap();
         assert_eq!(jails, ["imap", "vpopmail"]);
-        assert_eq!(k.get(t).unwrap().ports, PortSet::Only(vec![110, 143]));
+        assert_eq!(k.get(t).unwrap().ports, PortSet::only(&[110, 143]));
         assert_eq!(k.count_in_force(now + Duration::from_secs(601)), 0);
         assert!(k.forget(t) && !k.forget(t));
+    }
+
+    #[test]
+    fn absorbing_keeps_what_is_newer() {
+        let t1: Target = "203.0.113.1".parse().unwrap();
+        let t2: Target = "203.0.113.2".parse().unwrap();
+        let mut old = KnownBans::default();
+        old.remember(t1, &ban(&[110], Some(60)), "a");
+        old.remember(t2, &ban(&[110], Some(60)), "a");
+        let mut new = KnownBans::default();
+        new.remember(t1, &ban(&[143], None), "b");
+        new.absorb(old);
+        assert_eq!(
+            new.get(t1).unwrap().ports,
+            PortSet::only(&[143]),
+            "newer kept"
+        );
+        assert_eq!(
+            new.get(t2).unwrap().ports,
+            PortSet::only(&[110]),
+            "older added"
+        );
+        let mut empty = KnownBans::default();
+        empty.absorb(new);
+        assert_eq!(empty.count_in_force(SystemTime::now()), 2);
     }
 
     #[test]

@@ -8,7 +8,7 @@ mod policy;
 mod window;
 
 pub use self::{
-    engine::{BanEvent, Engine, JailStats, WindowEntries},
+    engine::{BanEvent, Engine, JailStats, Restoration, WindowEntries},
     known::KnownBans,
     policy::bantime_for,
     window::{DEFAULT_MAX_TRACKED, FailureWindow},

@@ -75,7 +75,7 @@ impl Record {
         Self::Ban {
             addr: target,
             jail: jail.to_owned(),
-            ports: ban.ports.clone(),
+            ports: ban.ports,
             until: match ban.expiry {
                 Expiry::Never => None,
                 Expiry::At(t) => Some(unix_secs(t).max(1)),
@@ -118,6 +118,10 @@ pub struct Replay {
     history: Vec<(Target, BanEntry)>,
     /// Lines skipped as unreadable.
     pub skipped: usize,
+    /// Records read.
+    pub records: usize,
+    /// Bytes read: where records appended later start.
+    pub bytes: u64,
 }
 
 /// Strings shared by many records, stored once.
@@ -158,7 +162,7 @@ impl Replay {
         // narrower than any ban, never wider.
         self.port_sets[e.ports as usize]
             .clone()
-            .unwrap_or(PortSet::Only(Vec::new()))
+            .unwrap_or(PortSet::only(&[]))
     }
 
     /// The ban an entry stands for.
@@ -196,6 +200,17 @@ impl Replay {
         self.counts
             .iter()
             .map(|((j, n), c)| (self.jails.values[*j as usize].as_str(), *n, *c))
+    }
+
+    /// How many records compaction would keep of this journal at `now`.
+    pub fn compacted_len(&self, now: SystemTime) -> usize {
+        let nows = unix_secs(now);
+        let past = self
+            .history
+            .iter()
+            .filter(|(t, e)| !(self.bans.get(t) == Some(e) && e.until.is_none_or(|u| u > nows)))
+            .count();
+        2 * past + self.active(now).count()
     }
 
     fn record(&self, target: Target, e: &BanEntry) -> Record {
@@ -393,6 +408,43 @@ fn parse_canonical(line: &[u8]) -> Option<Parsed<'_>> {
     c.0.is_empty().then_some(record)
 }
 
+/// Appends `record` as one canonical journal line: what serde writes for
+/// it, without serde (a million bans by hand). Jail names that need JSON
+/// escapes go through serde.
+fn write_record(record: &Record, out: &mut Vec<u8>) {
+    use std::io::Write as _;
+    let plain = |s: &str| !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20);
+    // Writes into a Vec cannot fail.
+    let _ = match record {
+        Record::Ban {
+            addr,
+            jail,
+            ports,
+            until,
+            at,
+            monitor,
+        } if plain(jail) => {
+            let _ = write!(out, "{{\"op\":\"ban\",\"addr\":\"{addr}\",\"jail\":\"{jail}\",\"ports\":\"{ports}\",\"until\":");
+            let _ = match until {
+                Some(u) => write!(out, "{u}"),
+                None => write!(out, "null"),
+            };
+            let _ = write!(out, ",\"at\":{at}");
+            if *monitor {
+                let _ = write!(out, ",\"monitor\":true");
+            }
+            writeln!(out, "}}")
+        }
+        Record::Ban { .. } => serde_json::to_writer(&mut *out, record)
+            .map_err(io::Error::other)
+            .and_then(|()| writeln!(out)),
+        Record::Unban { addr, at } => {
+            writeln!(out, "{{\"op\":\"unban\",\"addr\":\"{addr}\",\"at\":{at}}}")
+        }
+        Record::UnbanAll { at } => writeln!(out, "{{\"op\":\"unban_all\",\"at\":{at}}}"),
+    };
+}
+
 /// A position in a canonical journal line.
 struct Cursor<'a>(&'a [u8]);
 
@@ -496,6 +548,12 @@ fn parse_parallel(bytes: &[u8], now: u64) -> Vec<Vec<(usize, Result<Parsed<'_>, 
     })
 }
 
+/// The journal open for appending, and its lock, held together.
+struct Locked {
+    file: fs::File,
+    _lock: Flock<fs::File>,
+}
+
 /// The ban journal in `state_dir`.
 pub struct Journal {
     path: PathBuf,
@@ -521,36 +579,65 @@ impl Journal {
         }
     }
 
-    fn lock(&self) -> Result<Flock<fs::File>, StateError> {
-        let file = files::open_append(&self.path).map_err(self.io_err())?;
-        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| StateError::Io {
-            path: self.path.clone(),
+    fn lock(&self) -> Result<Locked, StateError> {
+        self.lock_with(FlockArg::LockExclusive)
+    }
+
+    /// The journal, opened for appending under its lock. The lock is a file
+    /// of its own: compaction replaces the journal's inode, and a lock on
+    /// the old one would not keep a writer off the new one.
+    fn lock_with(&self, how: FlockArg) -> Result<Locked, StateError> {
+        let lock_path = self.path.with_extension("jsonl.lock");
+        let lock = files::open_append(&lock_path).map_err(|source| StateError::Io {
+            path: lock_path.clone(),
+            source,
+        })?;
+        let lock = Flock::lock(lock, how).map_err(|(_, e)| StateError::Io {
+            path: lock_path,
             source: e.into(),
-        })
+        })?;
+        let file = files::open_append(&self.path).map_err(self.io_err())?;
+        Ok(Locked { file, _lock: lock })
     }
 
     /// Appends records in one write; with `sync`, on disk before returning.
     pub fn append(&self, records: &[Record], sync: bool) -> Result<(), StateError> {
+        self.write(records, sync, FlockArg::LockExclusive)
+    }
+
+    /// [`Journal::append`], or `Ok(false)` at once when someone holds the
+    /// journal (a compaction): the agent's loop never waits on it.
+    pub fn try_append(&self, records: &[Record]) -> Result<bool, StateError> {
+        match self.write(records, false, FlockArg::LockExclusiveNonblock) {
+            Ok(()) => Ok(true),
+            Err(StateError::Io { source, .. })
+                if source.raw_os_error() == Some(libc::EWOULDBLOCK) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn write(&self, records: &[Record], sync: bool, how: FlockArg) -> Result<(), StateError> {
         if records.is_empty() {
             return Ok(());
         }
         let mut text = Vec::with_capacity(records.len() * 96);
         for r in records {
-            // Records hold only strings, numbers and bools: they always serialize.
-            serde_json::to_writer(&mut text, r).map_err(|e| self.io_err()(e.into()))?;
-            text.push(b'\n');
+            write_record(r, &mut text);
         }
-        let mut file = self.lock()?;
-        file.write_all(&text).map_err(self.io_err())?;
+        let mut locked = self.lock_with(how)?;
+        locked.file.write_all(&text).map_err(self.io_err())?;
         if sync {
-            file.sync_data().map_err(self.io_err())?;
+            locked.file.sync_data().map_err(self.io_err())?;
         }
         Ok(())
     }
 
     /// Flushes appended records to disk.
     pub fn sync(&self) -> Result<(), StateError> {
-        self.lock()?.sync_data().map_err(self.io_err())
+        self.lock()?.file.sync_data().map_err(self.io_err())
     }
 
     /// The journal's length now: where [`Journal::read_from`] starts.
@@ -617,9 +704,10 @@ impl Journal {
         out.bans.reserve(records);
         out.counts.reserve(records);
         out.history.reserve(records);
+        out.bytes = bytes.len() as u64;
         for (i, record) in parsed.into_iter().flatten() {
             match record.and_then(|r| out.apply(r, horizon)) {
-                Ok(()) => {}
+                Ok(()) => out.records += 1,
                 Err(why) => {
                     out.skipped += 1;
                     warn!(file = %self.path.display(), line = i + 1, error = %why, "unreadable ban journal record skipped");
@@ -631,8 +719,9 @@ impl Journal {
 
     /// Rewrites the journal with only what still matters and parsed: bans in
     /// force and ban history within the window. Atomic (temp file + rename).
-    /// Returns the replay it made, so the caller need not read it twice.
-    pub fn compact(&self, now: SystemTime) -> Result<Replay, StateError> {
+    /// Returns the replay it made, so the caller need not read it twice, and
+    /// the size of the journal it wrote (records appended later start there).
+    pub fn compact(&self, now: SystemTime) -> Result<(Replay, u64), StateError> {
         let _lock = self.lock()?;
         let replay = self.replay(now)?;
         let nows = unix_secs(now);
@@ -640,11 +729,7 @@ impl Journal {
             replay.bans.get(target) == Some(e) && e.until.is_none_or(|u| u > nows)
         };
         let mut text = Vec::new();
-        let mut push = |r: &Record| {
-            if serde_json::to_writer(&mut text, r).is_ok() {
-                text.push(b'\n');
-            }
-        };
+        let mut push = |r: &Record| write_record(r, &mut text);
         // Past bans as ban+unban pairs (they count, they do not drop), then
         // the bans in force last so they win.
         for (target, e) in &replay.history {
@@ -660,7 +745,7 @@ impl Journal {
             push(&replay.record(target, e));
         }
         files::write_atomic(&self.path, &text).map_err(self.io_err())?;
-        Ok(replay)
+        Ok((replay, text.len() as u64))
     }
 }
 
@@ -676,7 +761,7 @@ mod tests {
         Record::Ban {
             addr: target(addr),
             jail: jail.into(),
-            ports: PortSet::Only(vec![110]),
+            ports: PortSet::only(&[110]),
             until,
             at,
             monitor: false,
@@ -779,7 +864,7 @@ mod tests {
             .collect();
         assert_eq!(active.len(), 1);
         assert_eq!(active[0].0, target("203.0.113.9"));
-        assert_eq!(active[0].1.ports, PortSet::Only(vec![110, 995]));
+        assert_eq!(active[0].1.ports, PortSet::only(&[110, 995]));
         assert_eq!(active[0].1.expiry, Expiry::At(from_unix_secs(1_000_600)));
     }
 
@@ -816,8 +901,16 @@ mod tests {
             },
             Record::UnbanAll { at: 10 },
         ];
+        // A jail name JSON must escape: still serde's form, read by serde.
+        let odd = ban("203.0.113.7", "a\"b\\c", None, 1);
+        let mut line = Vec::new();
+        write_record(&odd, &mut line);
+        assert_eq!(serde_json::from_slice::<Record>(&line).unwrap(), odd);
         for r in &records {
             let line = serde_json::to_string(r).unwrap();
+            let mut ours = Vec::new();
+            write_record(r, &mut ours);
+            assert_eq!(String::from_utf8(ours).unwrap(), format!("{line}\n"), "the writer is serde's form");
             let fast = parse_canonical(line.as_bytes()).unwrap_or_else(|| panic!("{line}"));
             let slow = Parsed::from(serde_json::from_str::<Record>(&line).unwrap());
             assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "{line}");
