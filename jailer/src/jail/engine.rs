@@ -67,7 +67,8 @@ impl JailState {
 pub struct Restoration {
     known: KnownBans,
     expiry: Vec<(SystemTime, Target)>,
-    counts: Vec<(String, Target, u32)>,
+    /// Previous bans per target, by jail.
+    counts: HashMap<String, Vec<(Target, u32)>>,
     /// Bans to write to the table: every ban in force when the maps are
     /// empty (after a reboot), none when they survived (a restart: the maps
     /// are the truth, and may carry bans set while the agent was down).
@@ -76,13 +77,15 @@ pub struct Restoration {
 
 impl Restoration {
     pub fn prepare(replay: &Replay, now: SystemTime, maps_empty: bool) -> Self {
-        let mut r = Self {
-            counts: replay
-                .counts()
-                .map(|(jail, target, n)| (jail.to_owned(), target, n))
-                .collect(),
-            ..Self::default()
-        };
+        let mut r = Self::default();
+        for (jail, target, n) in replay.counts() {
+            match r.counts.get_mut(jail) {
+                Some(list) => list.push((target, n)),
+                None => {
+                    r.counts.insert(jail.to_owned(), vec![(target, n)]);
+                }
+            }
+        }
         r.known.reserve(replay.bans.len());
         for (target, entry) in replay.active(now) {
             let ban = replay.ban(entry);
@@ -268,8 +271,16 @@ impl<T: BanTable> Engine<T> {
     /// journal was read is newer and kept. Returns how many bans were
     /// written.
     pub fn restore(&mut self, r: Restoration) -> Result<usize, BpfError> {
-        for (jail, target, n) in r.counts {
-            if let Some(j) = self.jails.iter_mut().find(|j| j.jail.name == jail) {
+        for (jail, counts) in r.counts {
+            // Only bantime_increment reads them: other jails keep none.
+            let Some(j) = self
+                .jails
+                .iter_mut()
+                .find(|j| j.jail.name == jail && j.jail.bantime_increment)
+            else {
+                continue;
+            };
+            for (target, n) in counts {
                 let count = j.ban_counts.entry(target).or_default();
                 *count = (*count).max(n);
             }
@@ -451,7 +462,9 @@ impl<T: BanTable> Engine<T> {
         self.table.insert(target, &ban)?;
         let js = &mut self.jails[i];
         js.stats.total_banned += 1;
-        *js.ban_counts.entry(target).or_default() += 1;
+        if js.jail.bantime_increment {
+            *js.ban_counts.entry(target).or_default() += 1;
+        }
         if let Expiry::At(t) = ban.expiry {
             self.expiry.insert((t, target));
         }

@@ -424,7 +424,10 @@ fn write_record(record: &Record, out: &mut Vec<u8>) {
             at,
             monitor,
         } if plain(jail) => {
-            let _ = write!(out, "{{\"op\":\"ban\",\"addr\":\"{addr}\",\"jail\":\"{jail}\",\"ports\":\"{ports}\",\"until\":");
+            let _ = write!(
+                out,
+                "{{\"op\":\"ban\",\"addr\":\"{addr}\",\"jail\":\"{jail}\",\"ports\":\"{ports}\",\"until\":"
+            );
             let _ = match until {
                 Some(u) => write!(out, "{u}"),
                 None => write!(out, "null"),
@@ -910,7 +913,11 @@ mod tests {
             let line = serde_json::to_string(r).unwrap();
             let mut ours = Vec::new();
             write_record(r, &mut ours);
-            assert_eq!(String::from_utf8(ours).unwrap(), format!("{line}\n"), "the writer is serde's form");
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                format!("{line}\n"),
+                "the writer is serde's form"
+            );
             let fast = parse_canonical(line.as_bytes()).unwrap_or_else(|| panic!("{line}"));
             let slow = Parsed::from(serde_json::from_str::<Record>(&line).unwrap());
             assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "{line}");
