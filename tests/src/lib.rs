@@ -1,7 +1,8 @@
 //! Support for jailer's integration tests: network namespaces and veth
 //! pairs, a private bpffs, frame builders, the XDP object under test run,
-//! peers (POP3, line servers), log writers, and an agent runner with a
-//! readiness signal instead of sleeps.
+//! peers (POP3, line servers), log writers, an agent runner with a
+//! readiness signal instead of sleeps, and a fleet of agents sharing bans
+//! through real nats-server processes ([`fleet`]).
 //!
 //! Tests that need root are `#[ignore = "needs root"]`: plain `cargo test`
 //! reports them ignored; `cargo xtask test` runs them (as root) with
@@ -9,6 +10,7 @@
 
 mod agent;
 mod bpffs;
+pub mod fleet;
 mod frames;
 mod logs;
 mod netns;

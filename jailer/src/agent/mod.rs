@@ -5,6 +5,7 @@
 //! mutable state: no locks.
 
 pub mod control;
+mod fleet;
 pub mod metrics;
 mod reload;
 pub mod status;
@@ -24,6 +25,7 @@ use tokio::{
 };
 use tracing::{info, warn};
 
+pub use self::fleet::{EnforcedBans, FleetReport, MemberReport};
 use self::{
     control::{Call, Request, Response},
     metrics::Histogram,
@@ -116,6 +118,8 @@ struct Agent<T: BanTable> {
     evictions_reported: u64,
     /// ifindex of each configured interface when last checked (`None`: absent).
     ifindexes: HashMap<String, Option<u32>>,
+    /// The fleet link (`[fleet]`), started once the journal is read.
+    fleet: Option<fleet::Link>,
 }
 
 /// Runs the agent until `shutdown` resolves.
@@ -152,6 +156,7 @@ pub async fn run_agent_with<T: BanTable + 'static>(
     }
     let mut engine = Engine::new(config.jails.clone(), table);
     engine.set_own_addresses(host::own_addresses());
+    engine.set_ignoreip(config.ignoreip.clone());
     let mut snapshot = Snapshot::load(&config.state_dir)?;
     engine.import_windows(std::mem::take(&mut snapshot.windows));
 
@@ -189,6 +194,7 @@ pub async fn run_agent_with<T: BanTable + 'static>(
         latency: Histogram::default(),
         evictions_reported: 0,
         ifindexes: HashMap::new(),
+        fleet: None,
     };
     agent.note_interfaces();
     let watcher = agent.watch(&agent.config)?;
@@ -243,7 +249,15 @@ pub async fn run_agent_with<T: BanTable + 'static>(
                     }
                     Err(_) => warn!("reading the ban journal stopped"),
                 }
+                agent.start_fleet();
             }
+            event = fleet::next_event(&mut agent.fleet) => match event {
+                Some(event) => agent.on_fleet(event),
+                None => {
+                    warn!("the fleet link stopped; local bans go on");
+                    agent.fleet = None;
+                }
+            },
             _ = tick.tick() => {
                 if dirty {
                     agent.save();
@@ -273,6 +287,7 @@ pub async fn run_agent_with<T: BanTable + 'static>(
     for task in [control_task, metrics_task].into_iter().flatten() {
         task.abort();
     }
+    agent.leave_fleet().await;
     // Ours to remove: we hold the state directory's lock.
     let _ = std::fs::remove_file(control::socket_path(&agent.config.state_dir));
     agent.save();
@@ -449,15 +464,19 @@ impl<T: BanTable> Agent<T> {
             return false; // a source dropped by a reload
         };
         let now = SystemTime::now();
+        let mut bans = Vec::new();
         for (line, time) in batch.lines.iter_timed() {
-            for _event in self
+            let events = self
                 .engine
-                .handle_line(&batch.source, jails, line, time, now)
-            {
+                .handle_line(&batch.source, jails, line, time, now);
+            for _ in &events {
                 // From reading the line to the map write, monotonic.
                 self.latency.observe(batch.read_at.elapsed());
             }
+            bans.extend(events);
         }
+        self.publish_bans(&bans);
+        self.publish_failures();
         self.unjournaled.extend(self.engine.take_records());
         self.write_journal();
         *self.lines_read.entry(batch.source.clone()).or_default() += batch.lines.len() as u64;
@@ -501,7 +520,8 @@ impl<T: BanTable> Agent<T> {
         match self.journal.read_from(offset, SystemTime::now()) {
             Ok((records, offset)) => {
                 self.journal_offset = Some(offset);
-                self.engine.apply_records(&records);
+                let changes = self.engine.apply_records(&records);
+                self.publish_changes(&changes);
                 records.len()
             }
             Err(e) => {
@@ -620,6 +640,12 @@ impl<T: BanTable> Agent<T> {
             },
             Request::JournalChanged => Response::JournalRead {
                 records: self.read_journal(),
+            },
+            Request::Fleet => match self.fleet_report() {
+                Some(report) => Response::Fleet { report },
+                None => Response::Error {
+                    message: "this agent has no [fleet] configured".into(),
+                },
             },
             Request::Reload => match self.reload() {
                 Ok(jails) => Response::Reloaded { jails },

@@ -33,6 +33,9 @@ pub struct Status {
     pub bans_in_force: usize,
     /// Failure windows evicted to bound memory (agent only).
     pub window_evictions: Option<u64>,
+    /// The fleet link, with a `[fleet]` (agent only).
+    #[serde(default)]
+    pub fleet: Option<super::FleetReport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -186,6 +189,7 @@ impl<T: BanTable> super::Agent<T> {
             jails,
             bans_in_force: self.engine.bans_in_force(now),
             window_evictions: Some(self.engine.evictions()),
+            fleet: self.fleet_report(),
         }
     }
 }

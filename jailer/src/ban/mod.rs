@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 pub use self::{
     ports::{PortError, PortSet, Ports, parse_port},
-    target::{Target, TargetError, canonical_ip, canonical_v6},
+    target::{Target, TargetError, canonical_ip, canonical_v6, lockout_risk},
 };
 
 /// When a ban lapses.

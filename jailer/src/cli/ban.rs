@@ -1,19 +1,14 @@
 //! `jailer ban` and `jailer unban`: bans by hand, written to the maps (in
 //! force at once, agent or not) and to the journal (kept across reboots).
 
-use std::{
-    io::Read as _,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    path::Path,
-    time::SystemTime,
-};
+use std::{io::Read as _, net::IpAddr, path::Path, time::SystemTime};
 
 use tracing::warn;
 
 use super::{BanArgs, UnbanArgs, args, print, require_root};
 use crate::{
     agent::control::{self, Request},
-    ban::{Ban, Expiry, Target},
+    ban::{Ban, Expiry, Target, lockout_risk},
     config::Config,
     error::{Chain, Error},
     host,
@@ -21,46 +16,6 @@ use crate::{
     state::{self, Journal, Record},
     time::format_duration,
 };
-
-/// Why banning `target` could lock out the server or everyone, if it could.
-pub fn lockout_risk(target: Target, own: &[IpAddr]) -> Option<String> {
-    if target.prefix_len() == 0 {
-        return Some("a /0 network is every address".into());
-    }
-    let ranges: [(&str, Target); 7] = [
-        (
-            "loopback",
-            Target::network(ipnet::IpNet::new(Ipv4Addr::LOCALHOST.into(), 8).ok()?),
-        ),
-        ("loopback", Target::host(Ipv6Addr::LOCALHOST.into())),
-        (
-            "the unspecified address",
-            Target::host(Ipv4Addr::UNSPECIFIED.into()),
-        ),
-        (
-            "the unspecified address",
-            Target::host(Ipv6Addr::UNSPECIFIED.into()),
-        ),
-        ("broadcast", Target::host(Ipv4Addr::BROADCAST.into())),
-        (
-            "multicast",
-            Target::network(ipnet::IpNet::new(Ipv4Addr::new(224, 0, 0, 0).into(), 4).ok()?),
-        ),
-        (
-            "multicast",
-            Target::network(
-                ipnet::IpNet::new(Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0).into(), 8).ok()?,
-            ),
-        ),
-    ];
-    let overlaps = |a: &Target, b: &Target| a.contains(b.addr()) || b.contains(a.addr());
-    if let Some((what, _)) = ranges.iter().find(|(_, range)| overlaps(&target, range)) {
-        return Some(format!("it covers {what} addresses"));
-    }
-    own.iter()
-        .find(|ip| target.contains(**ip))
-        .map(|ip| format!("it covers {ip}, an address of this host"))
-}
 
 /// Lets a running agent know the journal changed (it also reads it every
 /// second, so an agent that does not answer still learns).
@@ -229,7 +184,11 @@ pub(super) fn unban(config_path: &Path, args: &UnbanArgs) -> Result<(), Error> {
         let n = table.remove_many(&targets)?;
         let records = targets
             .iter()
-            .map(|t| Record::Unban { addr: *t, at })
+            .map(|t| Record::Unban {
+                addr: *t,
+                at,
+                origin: None,
+            })
             .collect();
         (
             records,
@@ -240,7 +199,11 @@ pub(super) fn unban(config_path: &Path, args: &UnbanArgs) -> Result<(), Error> {
             return Err(Error::Usage(format!("{target} is not banned")));
         }
         (
-            vec![Record::Unban { addr: target, at }],
+            vec![Record::Unban {
+                addr: target,
+                at,
+                origin: None,
+            }],
             format!("unbanned {target}\n"),
         )
     } else {
@@ -251,42 +214,4 @@ pub(super) fn unban(config_path: &Path, args: &UnbanArgs) -> Result<(), Error> {
     }
     tell_agent(&config);
     print(&message)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn risk(text: &str) -> Option<String> {
-        lockout_risk(text.parse().unwrap(), &["198.51.100.1".parse().unwrap()])
-    }
-
-    #[test]
-    fn lockout_foot_guns_are_named() {
-        for (target, why) in [
-            ("0.0.0.0/0", "/0"),
-            ("::/0", "/0"),
-            ("127.0.0.1", "loopback"),
-            ("::1", "loopback"),
-            ("0.0.0.0", "unspecified"),
-            ("::", "unspecified"),
-            ("255.255.255.255", "broadcast"),
-            ("224.0.0.5", "multicast"),
-            ("ff02::1", "multicast"),
-            ("198.51.100.1", "this host"),
-            ("198.51.100.0/24", "this host"),
-            ("0.0.0.0/1", "loopback"),
-        ] {
-            let got = risk(target).unwrap_or_default();
-            assert!(got.contains(why), "{target}: {got:?}");
-        }
-        for fine in [
-            "203.0.113.7",
-            "203.0.113.0/24",
-            "2001:db8::1",
-            "198.51.100.2",
-        ] {
-            assert_eq!(risk(fine), None, "{fine}");
-        }
-    }
 }

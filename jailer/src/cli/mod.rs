@@ -7,6 +7,7 @@ mod ban;
 mod check;
 mod detach;
 mod docs;
+mod fleet;
 mod list;
 mod regex;
 mod reload;
@@ -19,7 +20,6 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::{EnvFilter, fmt};
 
 pub use self::{
-    ban::lockout_risk,
     list::{BanRow, active_bans, format_table},
     regex::{Summary, scan},
     status::render as render_status,
@@ -44,6 +44,7 @@ jailer run --config /etc/jailer/jailer.toml      start the agent\n  \
 jailer ban 203.0.113.7 --time 1d                ban by hand (pop3 by default)\n  \
 jailer list                                      what is banned, for how long, drops\n  \
 jailer status                                    per-jail failures and bans\n  \
+jailer fleet                                     members sharing bans (with [fleet])\n  \
 jailer regex /var/log/mail.log vpopmail          test a filter on a log, like fail2ban-regex\n  \
 bpftool map dump pinned /sys/fs/bpf/jailer/BANS_V4   the raw kernel map"
 )]
@@ -97,6 +98,14 @@ pub enum Command {
     Status {
         /// Only this jail.
         jail: Option<String>,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The fleet (`[fleet]`) as the running agent sees it: members, when
+    /// each last spoke, the bans each contributed and those enforced here,
+    /// and the link to the NATS servers.
+    Fleet {
         /// One JSON object.
         #[arg(long)]
         json: bool,
@@ -194,6 +203,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::List { json } => list::run(&config, json),
         Command::Status { jail, json } => status::run(&config, jail.as_deref(), json),
         Command::Reload => reload::run(&config),
+        Command::Fleet { json } => fleet::run(&config, json),
         Command::Detach => detach::run(&config),
         Command::Regex(args) => regex::run(&args),
         Command::Completions { shell } => docs::completions(shell),

@@ -97,6 +97,17 @@ pub fn render(status: &Status, only: Option<&str>) -> String {
     if let Some(e) = status.window_evictions {
         let _ = writeln!(out, "|- Window evictions:\t{e}");
     }
+    if let Some(f) = &status.fleet {
+        let enforced: usize = f.members.iter().map(|m| m.enforced).sum();
+        let _ = writeln!(
+            out,
+            "|- Fleet:\t{} as {}, {} member(s), {} of their bans enforced here (see `jailer fleet`)",
+            f.state,
+            f.name,
+            f.members.len(),
+            enforced
+        );
+    }
     let jails: Vec<&JailStatus> = status
         .jails
         .iter()
@@ -172,6 +183,7 @@ mod tests {
             ],
             bans_in_force: 1,
             window_evictions: Some(0),
+            fleet: None,
         };
         let text = render(&s, Some("vpopmail"));
         assert!(text.contains("Uptime:\t1h 1m 1s"), "{text}");

@@ -20,6 +20,7 @@ use self::raw::RawConfig;
 use crate::{
     ban::{PortSet, Target},
     filter::{Filter, FilterContext, FilterError},
+    fleet::{FleetConfig, FleetConfigError, host_name},
 };
 
 /// Where jailer looks when `--config` is not given.
@@ -103,9 +104,17 @@ pub enum ConfigError {
     /// `run` without an interface to attach to.
     #[error("{}: no `interface` set: name the NIC(s) to protect, e.g. interface = \"eth0\"", path.display())]
     NoInterface { path: PathBuf },
-    /// `run` without any enabled jail.
-    #[error("{}: no enabled jail: add a [jails.NAME] section (see jailer.example.toml)", path.display())]
+    /// `run` without any enabled jail (nor a fleet to enforce).
+    #[error("{}: no enabled jail: add a [jails.NAME] section (see jailer.example.toml), or a [fleet] to enforce", path.display())]
     NoJail { path: PathBuf },
+    /// The `[fleet]` section cannot be used.
+    #[error("{}", at(path, *line))]
+    Fleet {
+        path: PathBuf,
+        line: usize,
+        #[source]
+        source: FleetConfigError,
+    },
     /// A value that is fine alone but cannot work on this machine or with
     /// the rest of the file; `line` 0 when the key is not in the file.
     #[error("{}: {key}: {problem}", at(path, *line))]
@@ -157,6 +166,8 @@ pub struct Config {
     /// top-level `ignoreip`, fail2ban's `[DEFAULT] ignoreip`.
     pub ignoreip: Vec<Target>,
     pub jails: Vec<Jail>,
+    /// Sharing bans with other servers through NATS JetStream.
+    pub fleet: Option<FleetConfig>,
     /// Where keys were written.
     pub lines: KeyLines,
 }
@@ -194,6 +205,9 @@ pub struct Jail {
     pub bantime_factor: f64,
     /// Cap for incremented bans; `None` is no cap.
     pub bantime_max: Option<Duration>,
+    /// Count the fleet's failures too (members that share one auth backend
+    /// see one attacker's guesses spread over them).
+    pub shared_failures: bool,
 }
 
 impl Jail {
@@ -231,6 +245,7 @@ impl Default for Config {
             fail2ban_dir: PathBuf::from(DEFAULT_FAIL2BAN_DIR),
             ignoreip: Vec::new(),
             jails: Vec::new(),
+            fleet: None,
             lines: KeyLines::default(),
         }
     }
@@ -337,8 +352,24 @@ impl Config {
                 bantime_increment: raw_jail.bantime_increment,
                 bantime_factor: raw_jail.bantime_factor,
                 bantime_max: raw_jail.bantime_max,
+                shared_failures: raw_jail.shared_failures,
             });
         }
+        let fleet = match raw.fleet {
+            None => None,
+            Some(raw_fleet) => {
+                let line = line_of(raw_fleet.span());
+                Some(
+                    FleetConfig::from_raw(raw_fleet.into_inner(), host_name).map_err(|source| {
+                        ConfigError::Fleet {
+                            path: path.to_owned(),
+                            line,
+                            source,
+                        }
+                    })?,
+                )
+            }
+        };
         Ok(Self {
             path: path.to_owned(),
             interfaces: raw.interface.map(|i| i.into_inner().0).unwrap_or_default(),
@@ -355,6 +386,7 @@ impl Config {
             fail2ban_dir,
             ignoreip: raw.ignoreip,
             jails,
+            fleet,
             lines,
         })
     }
@@ -399,7 +431,8 @@ impl Config {
                 ));
             }
         }
-        if self.jails.is_empty() {
+        // A fleet member may only enforce the others' bans.
+        if self.jails.is_empty() && self.fleet.is_none() {
             return Err(ConfigError::NoJail {
                 path: self.path.clone(),
             });

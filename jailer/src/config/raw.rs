@@ -9,6 +9,7 @@ use toml::Spanned;
 use super::{Backend, XdpAction, XdpMode};
 use crate::{
     ban::{PortSet, Target},
+    fleet::RawFleet,
     time::{parse_bantime, parse_duration},
 };
 
@@ -32,6 +33,7 @@ pub(super) struct RawConfig {
     pub(super) ignoreip: Vec<Target>,
     #[serde(default)]
     pub(super) jails: BTreeMap<String, Spanned<RawJail>>,
+    pub(super) fleet: Option<Spanned<RawFleet>>,
 }
 
 #[derive(Deserialize)]
@@ -68,6 +70,8 @@ pub(super) struct RawJail {
     pub(super) bantime_factor: f64,
     #[serde(default, deserialize_with = "bantime_max")]
     pub(super) bantime_max: Option<Duration>,
+    #[serde(default)]
+    pub(super) shared_failures: bool,
 }
 
 fn yes() -> bool {

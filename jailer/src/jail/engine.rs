@@ -11,7 +11,7 @@ use std::{
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
-use super::{known::KnownBans, policy::bantime_for, window::FailureWindow};
+use super::{known::KnownBans, policy::bantime_for, remote::RemoteBans, window::FailureWindow};
 use crate::{
     ban::{Ban, Expiry, Target},
     config::Jail,
@@ -69,6 +69,8 @@ pub struct Restoration {
     expiry: Vec<(SystemTime, Target)>,
     /// Previous bans per target, by jail.
     counts: HashMap<String, Vec<(Target, u32)>>,
+    /// Fleet members' bans enforced here: (member, jail, target, ban).
+    remote: Vec<(String, String, Target, Ban)>,
     /// Bans to write to the table: every ban in force when the maps are
     /// empty (after a reboot), none when they survived (a restart: the maps
     /// are the truth, and may carry bans set while the agent was down).
@@ -97,6 +99,33 @@ impl Restoration {
                 r.to_write.push((target, ban));
             }
         }
+        for (origin, target, entry) in replay.active_remote(now) {
+            let ban = replay.ban(entry);
+            if let Expiry::At(t) = ban.expiry {
+                r.expiry.push((t, target));
+            }
+            r.remote.push((
+                origin.to_owned(),
+                replay.jail(entry).to_owned(),
+                target,
+                ban,
+            ));
+            if maps_empty {
+                r.to_write.push((target, ban));
+            }
+        }
+        if !r.remote.is_empty() && maps_empty {
+            // One value per target: an own ban and members' on the same
+            // target are written as their union.
+            r.to_write.sort_by_key(|(t, _)| *t);
+            r.to_write.dedup_by(|(t, b), (kept_t, kept)| {
+                let same = t == kept_t;
+                if same {
+                    *kept = kept.merge(b);
+                }
+                same
+            });
+        }
         r
     }
 
@@ -104,6 +133,18 @@ impl Restoration {
     pub fn to_write(&self) -> usize {
         self.to_write.len()
     }
+}
+
+/// A change to this server's own bans that the engine learned from the
+/// journal (`jailer ban`/`unban`), for the fleet to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LocalChange {
+    Ban {
+        target: Target,
+        ban: Ban,
+        jail: String,
+    },
+    Unban(Target),
 }
 
 /// A ban the engine just set.
@@ -118,15 +159,23 @@ pub struct BanEvent {
 /// Jails, the ban table they write to, and the expiry queue.
 pub struct Engine<T: BanTable> {
     jails: Vec<JailState>,
-    table: T,
-    /// Bans in force as far as this engine knows.
-    known: KnownBans,
+    pub(super) table: T,
+    /// This server's own bans in force, as far as this engine knows.
+    pub(super) known: KnownBans,
+    /// Fleet members' bans enforced here.
+    pub(super) remote: RemoteBans,
+    pub(super) remote_refused: u64,
+    /// Never banned by a fleet member's ban (the top-level `ignoreip`).
+    pub(super) ignoreip: Vec<Target>,
     /// (wall-clock expiry, target) of known bans.
-    expiry: BTreeSet<(SystemTime, Target)>,
+    pub(super) expiry: BTreeSet<(SystemTime, Target)>,
     /// Journal records of bans made since the caller last took them.
-    pending: Vec<Record>,
+    pub(super) pending: Vec<Record>,
     /// This host's own addresses (for jails with `ignoreself`).
-    own: HashSet<IpAddr>,
+    pub(super) own: HashSet<IpAddr>,
+    /// Failures of jails with `shared_failures`, for the fleet: (jail,
+    /// address, time).
+    shared: Vec<(String, IpAddr, SystemTime)>,
     /// Each jail's matcher, per source (fail2ban filters keep state across
     /// a stream's lines), indexed by jail.
     matchers: HashMap<SourceId, Vec<Option<Matcher>>>,
@@ -139,10 +188,14 @@ impl<T: BanTable> Engine<T> {
             jails: jails.into_iter().map(JailState::new).collect(),
             table,
             known: KnownBans::default(),
+            remote: RemoteBans::default(),
+            remote_refused: 0,
+            ignoreip: Vec::new(),
             expiry: BTreeSet::new(),
             pending: Vec::new(),
             own: HashSet::new(),
             matchers: HashMap::new(),
+            shared: Vec::new(),
             unbans: 0,
         }
     }
@@ -179,6 +232,11 @@ impl<T: BanTable> Engine<T> {
         self.matchers.clear();
     }
 
+    /// The top-level `ignoreip`: never banned by a fleet member's ban.
+    pub fn set_ignoreip(&mut self, ignoreip: Vec<Target>) {
+        self.ignoreip = ignoreip;
+    }
+
     /// This host's addresses, never banned by a jail with `ignoreself`.
     pub fn set_own_addresses(&mut self, own: HashSet<IpAddr>) {
         self.own = own;
@@ -208,18 +266,31 @@ impl<T: BanTable> Engine<T> {
             .collect()
     }
 
-    /// Bans in force at `now`, all jails and manual ones, as the engine
-    /// knows them.
+    /// Bans in force at `now` — all jails, manual ones and fleet members'
+    /// — as the engine knows them (a target counts once).
     pub fn bans_in_force(&self, now: SystemTime) -> usize {
-        self.known.count_in_force(now)
+        let remote_only = self
+            .remote
+            .targets()
+            .filter(|t| self.known.get(**t).is_none_or(|b| !b.expiry.is_active(now)))
+            .count();
+        self.known.count_in_force(now) + remote_only
     }
 
     /// Takes in bans and unbans that others wrote to the journal (`jailer
     /// ban`/`unban`, while this engine runs): they count for "already
     /// banned", status and expiry like its own.
-    pub fn apply_records(&mut self, records: &[Record]) {
+    pub fn apply_records(&mut self, records: &[Record]) -> Vec<LocalChange> {
+        let mut changes = Vec::new();
         for record in records {
             match record {
+                // Members' bans are written by this engine itself.
+                Record::Ban {
+                    origin: Some(_), ..
+                }
+                | Record::Unban {
+                    origin: Some(_), ..
+                } => {}
                 Record::Ban {
                     addr,
                     jail,
@@ -237,13 +308,24 @@ impl<T: BanTable> Engine<T> {
                         self.expiry.insert((t, *addr));
                     }
                     self.known.remember(*addr, &ban, jail);
+                    changes.push(LocalChange::Ban {
+                        target: *addr,
+                        ban,
+                        jail: jail.clone(),
+                    });
                 }
                 Record::Unban { addr, .. } => {
                     self.known.forget(*addr);
+                    changes.push(LocalChange::Unban(*addr));
                 }
-                Record::UnbanAll { .. } => self.known.clear(),
+                Record::UnbanAll { .. } => {
+                    let now = SystemTime::now();
+                    changes.extend(self.known.in_force(now).map(|(t, _)| LocalChange::Unban(t)));
+                    self.known.clear();
+                }
             }
         }
+        changes
     }
 
     /// Bans lifted by expiry since start.
@@ -286,6 +368,11 @@ impl<T: BanTable> Engine<T> {
             }
         }
         self.known.absorb(r.known);
+        for (origin, jail, target, ban) in r.remote {
+            // A member may protect ports no jail here does.
+            self.table.protect(&ban.ports)?;
+            self.remember_remote(&origin, &jail, target, ban);
+        }
         // Bulk-built (sorted once) rather than a million single inserts.
         let mut expiry = r.expiry;
         expiry.extend(std::mem::take(&mut self.expiry));
@@ -334,7 +421,7 @@ impl<T: BanTable> Engine<T> {
     /// this engine knows (no syscall for the unknown), then the table itself
     /// (lifted by hand meanwhile, or by an admin with bpftool).
     fn in_force(&mut self, target: Target, probe: &Ban, now: SystemTime) -> Result<bool, BpfError> {
-        if !self.known.covers(target, probe, now) {
+        if !self.known.covers(target, probe, now) && !self.remote.covers(target, probe, now) {
             return Ok(false);
         }
         match self.table.get(target)? {
@@ -406,9 +493,61 @@ impl<T: BanTable> Engine<T> {
             debug!(%ip, jail = js.jail.name, "failure from an ignored address");
             return;
         }
-        js.stats.total_failed += 1;
         // A date in the future is a clock or parse problem: count it now.
         let at = found.time.filter(|t| *t <= now).unwrap_or(now);
+        if js.jail.shared_failures {
+            self.shared.push((js.jail.name.clone(), ip, at));
+        }
+        self.count(i, ip, target, at, now, events);
+    }
+
+    /// Failures other fleet members saw, for jails with `shared_failures`:
+    /// counted as if seen here (the fleet shares one auth backend).
+    pub fn remote_failures(
+        &mut self,
+        failures: &[(String, IpAddr, SystemTime)],
+        now: SystemTime,
+    ) -> Vec<BanEvent> {
+        let mut events = Vec::new();
+        for (jail, ip, at) in failures {
+            let Some(i) = self
+                .jails
+                .iter()
+                .position(|j| j.jail.name == *jail && j.jail.shared_failures)
+            else {
+                continue;
+            };
+            let js = &mut self.jails[i];
+            let ip = crate::ban::canonical_ip(*ip);
+            if js.jail.ignores(ip) || (js.jail.ignoreself && self.own.contains(&ip)) {
+                js.stats.ignored_addresses += 1;
+                continue;
+            }
+            let target = Target::widened(ip, js.jail.ban_prefix_v6);
+            let at = (*at).min(now);
+            self.count(i, ip, target, at, now, &mut events);
+        }
+        events
+    }
+
+    /// Failures of `shared_failures` jails seen here since the last call.
+    pub fn take_shared_failures(&mut self) -> Vec<(String, IpAddr, SystemTime)> {
+        std::mem::take(&mut self.shared)
+    }
+
+    /// Counts one failure of `ip` (as `target`) for jail `i`, and bans on
+    /// maxretry within findtime.
+    fn count(
+        &mut self,
+        i: usize,
+        ip: IpAddr,
+        target: Target,
+        at: SystemTime,
+        now: SystemTime,
+        events: &mut Vec<BanEvent>,
+    ) {
+        let js = &mut self.jails[i];
+        js.stats.total_failed += 1;
         let probe = Ban::new(js.jail.ports, Expiry::Never);
         match self.in_force(target, &probe, now) {
             Ok(true) => {
@@ -496,6 +635,7 @@ impl<T: BanTable> Engine<T> {
                 break;
             }
             self.expiry.pop_first();
+            self.prune_remote(target, now);
             // The table may say otherwise: extended, made permanent, or
             // lifted by hand meanwhile. Lapsed by half a second is lapsed.
             let grace = now + Duration::from_millis(500);
@@ -562,6 +702,7 @@ mod tests {
             bantime_increment: true,
             bantime_factor: 1.0,
             bantime_max: Some(Duration::from_secs(4 * 3600)),
+            shared_failures: false,
         }
     }
 
@@ -748,6 +889,7 @@ mod tests {
             until,
             at: unix_secs(now) - 10,
             monitor: false,
+            origin: None,
         };
         journal
             .append(
@@ -843,6 +985,7 @@ mod tests {
         e.apply_records(&[Record::Unban {
             addr: t,
             at: unix_secs(now),
+            origin: None,
         }]);
         assert_eq!(e.bans_in_force(now), 0);
         assert_eq!(

@@ -54,10 +54,16 @@ pub enum Record {
         /// Counting only (`ban --monitor`).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         monitor: bool,
+        /// The fleet member that set it; absent for this server's own.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<String>,
     },
     Unban {
         addr: Target,
         at: u64,
+        /// The fleet member whose ban is lifted; absent for this server's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<String>,
     },
     UnbanAll {
         at: u64,
@@ -82,6 +88,30 @@ impl Record {
             },
             at: unix_secs(now),
             monitor: ban.monitor,
+            origin: None,
+        }
+    }
+
+    /// A fleet member's ban, as this server enforces it.
+    pub fn remote_ban(target: Target, jail: &str, ban: &Ban, origin: &str, at: u64) -> Self {
+        match Self::ban(target, jail, ban, SystemTime::UNIX_EPOCH) {
+            Self::Ban {
+                addr,
+                jail,
+                ports,
+                until,
+                monitor,
+                ..
+            } => Self::Ban {
+                addr,
+                jail,
+                ports,
+                until,
+                at,
+                monitor,
+                origin: Some(origin.to_owned()),
+            },
+            other => other,
         }
     }
 }
@@ -112,6 +142,10 @@ pub struct Replay {
     /// Bans not lifted, by target (the latest ban wins); may be expired.
     /// (Fx hashing: the journal is jailer's own file, not attacker input.)
     pub bans: FxHashMap<Target, BanEntry>,
+    /// Fleet members' bans enforced here, by (member, target).
+    remote: FxHashMap<(u32, Target), BanEntry>,
+    /// Fleet member names.
+    origins: Interner,
     /// Bans per (jail, target) within the history window.
     counts: FxHashMap<(u32, Target), u32>,
     /// The ban records behind `counts`, for compaction.
@@ -185,6 +219,18 @@ impl Replay {
             .map(|(n, e)| (*n, e))
     }
 
+    /// Fleet members' bans still in force at `now`: (member, target, entry).
+    pub fn active_remote(
+        &self,
+        now: SystemTime,
+    ) -> impl Iterator<Item = (&str, Target, &BanEntry)> {
+        let now = unix_secs(now);
+        self.remote
+            .iter()
+            .filter(move |(_, e)| e.until.is_none_or(|u| u > now))
+            .map(|((o, t), e)| (self.origins.values[*o as usize].as_str(), *t, e))
+    }
+
     /// How often `jail` banned `target` within the history window.
     pub fn count(&self, jail: &str, target: Target) -> u32 {
         self.jails
@@ -210,10 +256,10 @@ impl Replay {
             .iter()
             .filter(|(t, e)| !(self.bans.get(t) == Some(e) && e.until.is_none_or(|u| u > nows)))
             .count();
-        2 * past + self.active(now).count()
+        2 * past + self.active(now).count() + self.active_remote(now).count()
     }
 
-    fn record(&self, target: Target, e: &BanEntry) -> Record {
+    fn record(&self, target: Target, e: &BanEntry, origin: Option<&str>) -> Record {
         Record::Ban {
             addr: target,
             jail: self.jail(e).to_owned(),
@@ -221,6 +267,7 @@ impl Replay {
             until: e.until,
             at: e.at,
             monitor: e.monitor,
+            origin: origin.map(str::to_owned),
         }
     }
 
@@ -233,6 +280,7 @@ impl Replay {
                 until,
                 at,
                 monitor,
+                origin,
             } => {
                 let (ports, new) = self.ports.intern(&ports);
                 if new {
@@ -248,16 +296,36 @@ impl Replay {
                     at,
                     monitor,
                 };
+                if let Some(origin) = origin {
+                    // Another member's: not history of this server's own.
+                    let (origin, _) = self.origins.intern(&origin);
+                    self.remote.insert((origin, addr), entry);
+                    return Ok(());
+                }
                 if at >= horizon {
                     *self.counts.entry((jail, addr)).or_default() += 1;
                     self.history.push((addr, entry));
                 }
                 self.bans.insert(addr, entry);
             }
-            Parsed::Unban { addr, .. } => {
+            Parsed::Unban {
+                addr, origin: None, ..
+            } => {
                 self.bans.remove(&addr);
             }
-            Parsed::UnbanAll { .. } => self.bans.clear(),
+            Parsed::Unban {
+                addr,
+                origin: Some(origin),
+                ..
+            } => {
+                if let Some(&o) = self.origins.index.get(origin.as_ref()) {
+                    self.remote.remove(&(o, addr));
+                }
+            }
+            Parsed::UnbanAll { .. } => {
+                self.bans.clear();
+                self.remote.clear();
+            }
         }
         Ok(())
     }
@@ -281,10 +349,12 @@ enum Parsed<'a> {
         until: Option<u64>,
         at: u64,
         monitor: bool,
+        origin: Option<Cow<'a, str>>,
     },
     Unban {
         addr: Target,
         at: u64,
+        origin: Option<Cow<'a, str>>,
     },
     UnbanAll {
         at: u64,
@@ -326,6 +396,7 @@ impl Parsed<'_> {
                 until,
                 at,
                 monitor,
+                origin,
             } => Record::Ban {
                 addr,
                 jail: jail.into_owned(),
@@ -333,8 +404,13 @@ impl Parsed<'_> {
                 until,
                 at,
                 monitor,
+                origin: origin.map(Cow::into_owned),
             },
-            Self::Unban { addr, at } => Record::Unban { addr, at },
+            Self::Unban { addr, at, origin } => Record::Unban {
+                addr,
+                at,
+                origin: origin.map(Cow::into_owned),
+            },
             Self::UnbanAll { at } => Record::UnbanAll { at },
         })
     }
@@ -350,6 +426,7 @@ impl From<Record> for Parsed<'_> {
                 until,
                 at,
                 monitor,
+                origin,
             } => Self::Ban {
                 addr,
                 jail: Cow::Owned(jail),
@@ -357,8 +434,13 @@ impl From<Record> for Parsed<'_> {
                 until,
                 at,
                 monitor,
+                origin: origin.map(Cow::Owned),
             },
-            Record::Unban { addr, at } => Self::Unban { addr, at },
+            Record::Unban { addr, at, origin } => Self::Unban {
+                addr,
+                at,
+                origin: origin.map(Cow::Owned),
+            },
             Record::UnbanAll { at } => Self::UnbanAll { at },
         }
     }
@@ -385,6 +467,7 @@ fn parse_canonical(line: &[u8]) -> Option<Parsed<'_>> {
         c.eat(b",\"at\":")?;
         let at = c.number()?;
         let monitor = c.eat(b",\"monitor\":true").is_some();
+        let origin = c.origin()?;
         Parsed::Ban {
             addr,
             jail: Cow::Borrowed(jail),
@@ -392,14 +475,14 @@ fn parse_canonical(line: &[u8]) -> Option<Parsed<'_>> {
             until,
             at,
             monitor,
+            origin,
         }
     } else if c.eat(b"unban\",\"addr\":\"").is_some() {
         let addr = c.string()?.parse().ok()?;
         c.eat(b",\"at\":")?;
-        Parsed::Unban {
-            addr,
-            at: c.number()?,
-        }
+        let at = c.number()?;
+        let origin = c.origin()?;
+        Parsed::Unban { addr, at, origin }
     } else {
         c.eat(b"unban_all\",\"at\":")?;
         Parsed::UnbanAll { at: c.number()? }
@@ -423,7 +506,8 @@ fn write_record(record: &Record, out: &mut Vec<u8>) {
             until,
             at,
             monitor,
-        } if plain(jail) => {
+            origin,
+        } if plain(jail) && origin.as_deref().is_none_or(plain) => {
             let _ = write!(
                 out,
                 "{{\"op\":\"ban\",\"addr\":\"{addr}\",\"jail\":\"{jail}\",\"ports\":\"{ports}\",\"until\":"
@@ -436,14 +520,30 @@ fn write_record(record: &Record, out: &mut Vec<u8>) {
             if *monitor {
                 let _ = write!(out, ",\"monitor\":true");
             }
+            if let Some(origin) = origin {
+                let _ = write!(out, ",\"origin\":\"{origin}\"");
+            }
             writeln!(out, "}}")
         }
         Record::Ban { .. } => serde_json::to_writer(&mut *out, record)
             .map_err(io::Error::other)
             .and_then(|()| writeln!(out)),
-        Record::Unban { addr, at } => {
-            writeln!(out, "{{\"op\":\"unban\",\"addr\":\"{addr}\",\"at\":{at}}}")
-        }
+        Record::Unban {
+            addr,
+            at,
+            origin: None,
+        } => writeln!(out, "{{\"op\":\"unban\",\"addr\":\"{addr}\",\"at\":{at}}}"),
+        Record::Unban {
+            addr,
+            at,
+            origin: Some(origin),
+        } if plain(origin) => writeln!(
+            out,
+            "{{\"op\":\"unban\",\"addr\":\"{addr}\",\"at\":{at},\"origin\":\"{origin}\"}}"
+        ),
+        Record::Unban { .. } => serde_json::to_writer(&mut *out, record)
+            .map_err(io::Error::other)
+            .and_then(|()| writeln!(out)),
         Record::UnbanAll { at } => writeln!(out, "{{\"op\":\"unban_all\",\"at\":{at}}}"),
     };
 }
@@ -467,6 +567,15 @@ impl<'a> Cursor<'a> {
         }
         self.0 = &rest[1..];
         std::str::from_utf8(text).ok()
+    }
+
+    /// An optional `,"origin":"..."`: `Some(None)` when absent, `None`
+    /// when malformed.
+    fn origin(&mut self) -> Option<Option<Cow<'a, str>>> {
+        if self.eat(b",\"origin\":\"").is_none() {
+            return Some(None);
+        }
+        Some(Some(Cow::Borrowed(self.string()?)))
     }
 
     fn number(&mut self) -> Option<u64> {
@@ -737,15 +846,19 @@ impl Journal {
         // the bans in force last so they win.
         for (target, e) in &replay.history {
             if !in_force(target, e) {
-                push(&replay.record(*target, e));
+                push(&replay.record(*target, e, None));
                 push(&Record::Unban {
                     addr: *target,
                     at: e.at,
+                    origin: None,
                 });
             }
         }
         for (target, e) in replay.active(now) {
-            push(&replay.record(target, e));
+            push(&replay.record(target, e, None));
+        }
+        for (origin, target, e) in replay.active_remote(now) {
+            push(&replay.record(target, e, Some(origin)));
         }
         files::write_atomic(&self.path, &text).map_err(self.io_err())?;
         Ok((replay, text.len() as u64))
@@ -768,6 +881,7 @@ mod tests {
             until,
             at,
             monitor: false,
+            origin: None,
         }
     }
 
@@ -790,6 +904,7 @@ mod tests {
                 Record::Unban {
                     addr: target("203.0.113.9"),
                     at: 1_000_001,
+                    origin: None,
                 },
             ],
             true,
@@ -897,10 +1012,24 @@ mod tests {
                 until: None,
                 at: 7,
                 monitor: true,
+                origin: None,
             },
+            Record::remote_ban(
+                target("192.0.2.0/24"),
+                "postfix",
+                &Ban::new(PortSet::only(&[25, 110]), Expiry::Never),
+                "mx2",
+                8,
+            ),
             Record::Unban {
                 addr: target("203.0.113.7"),
                 at: 9,
+                origin: None,
+            },
+            Record::Unban {
+                addr: target("192.0.2.0/24"),
+                at: 9,
+                origin: Some("mx2".into()),
             },
             Record::UnbanAll { at: 10 },
         ];
