@@ -1,6 +1,7 @@
 //! Support for jailer's integration tests: network namespaces and veth
 //! pairs, a private bpffs, frame builders, the XDP object under test run,
-//! peers (POP3, line servers), log writers, and an agent runner with a
+//! peers (POP3, line servers), journal files written by
+//! systemd-journal-remote, log writers, and an agent runner with a
 //! readiness signal instead of sleeps.
 //!
 //! Tests that need root are `#[ignore = "needs root"]`: plain `cargo test`
@@ -10,6 +11,7 @@
 mod agent;
 mod bpffs;
 mod frames;
+mod journal;
 mod logs;
 mod netns;
 mod servers;
@@ -19,8 +21,9 @@ pub use self::{
     agent::{Agent, ns_agent, wait_for},
     bpffs::TempBpffs,
     frames::{Ext, tcp4, tcp6, tcp6_ext, udp4, with_vlans},
+    journal::JournalRemote,
     logs::{append, append_failure, ban, failure_line, host, now_stamp, target},
-    netns::{NetNs, Pair, sh, unique},
+    netns::{NetNs, Pair, reap, sh, unique},
     servers::{connect_from, exchange, login, pop3_server, serve},
     xdp::{load_xdp, xdp_verdict},
 };
