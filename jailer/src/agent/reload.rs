@@ -63,7 +63,8 @@ impl<T: BanTable> Agent<T> {
         self.engine.reconfigure(new.jails.clone());
         self.config = new;
         self.note_interfaces();
-        self.follow_logs(watcher);
+        // Journals it (re)started open in the background; a reload does not wait.
+        drop(self.follow_logs(watcher));
         Ok(self.engine.jail_names())
     }
 }
