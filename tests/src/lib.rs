@@ -1,6 +1,6 @@
 //! Support for jailer's integration tests: network namespaces and veth
 //! pairs, a private bpffs, frame builders, the XDP object under test run,
-//! peers (POP3, line servers), journal files written by
+//! peers (POP3, line servers, a real dovecot), journal files written by
 //! systemd-journal-remote, log writers, and an agent runner with a
 //! readiness signal instead of sleeps.
 //!
@@ -10,6 +10,7 @@
 
 mod agent;
 mod bpffs;
+mod dovecot;
 mod frames;
 mod journal;
 mod logs;
@@ -20,11 +21,12 @@ mod xdp;
 pub use self::{
     agent::{Agent, ns_agent, wait_for},
     bpffs::TempBpffs,
+    dovecot::{Dovecot, DovecotLog, PASSWORD, USER},
     frames::{Ext, tcp4, tcp6, tcp6_ext, udp4, with_vlans},
     journal::JournalRemote,
     logs::{append, append_failure, ban, failure_line, host, now_stamp, target},
     netns::{NetNs, Pair, reap, sh, unique},
-    servers::{connect_from, exchange, login, pop3_server, serve},
+    servers::{connect_from, connect_with, exchange, login, pop3_login, pop3_server, serve},
     xdp::{load_xdp, xdp_verdict},
 };
 
