@@ -20,7 +20,7 @@ use std::{
 
 use tokio::{
     signal::unix::{SignalKind, signal},
-    sync::{Notify, mpsc},
+    sync::{Notify, mpsc, oneshot},
     task::JoinHandle,
 };
 use tracing::{info, warn};
@@ -65,7 +65,7 @@ pub struct AgentOptions {
     pub lock: Option<AgentLock>,
     /// Told once every log is open at its starting position and the control
     /// socket answers: lines appended from then on are read.
-    pub ready: Option<tokio::sync::oneshot::Sender<()>>,
+    pub ready: Option<oneshot::Sender<()>>,
 }
 
 /// [`run_agent_with`] with no reload, no XDP management.
@@ -198,7 +198,11 @@ pub async fn run_agent_with<T: BanTable + 'static>(
     };
     agent.note_interfaces();
     let watcher = agent.watch(&agent.config)?;
-    agent.follow_logs(watcher);
+    // Journals open on their own tasks: ready means they too are positioned,
+    // so nothing appended from then on is missed.
+    for opened in agent.follow_logs(watcher) {
+        let _ = opened.await;
+    }
     // Bound last: a socket that answers means the logs are followed.
     let control_task = match control::bind(&config.state_dir) {
         Ok(listener) => Some(tokio::spawn(control::serve(listener, calls_tx))),
@@ -394,8 +398,10 @@ impl<T: BanTable> Agent<T> {
 
     /// Starts a follower for each source not yet followed, stops those no
     /// jail reads any more, and installs the new watcher. Infallible: the
-    /// fallible part is [`Agent::watch`].
-    fn follow_logs(&mut self, watch: Watch) {
+    /// fallible part is [`Agent::watch`]. Returns, per journal started, when
+    /// it has been opened at its starting position (files are opened here).
+    fn follow_logs(&mut self, watch: Watch) -> Vec<oneshot::Receiver<()>> {
+        let mut opening = Vec::new();
         let sources = self.source_jails(&self.config);
         self.followers.retain(|source, followed| {
             let keep = sources.contains_key(source);
@@ -431,12 +437,15 @@ impl<T: BanTable> Agent<T> {
                 old.task.abort();
             }
             let cursor = self.snapshot.cursors.get(&jail).cloned();
+            let (opened, is_opened) = oneshot::channel();
+            opening.push(is_opened);
             let task = tokio::spawn(follow_journal(
                 jail,
                 location,
                 matches,
                 cursor,
                 self.batches.clone(),
+                opened,
             ));
             self.followers.insert(source, Followed { task, wake: None });
         }
@@ -455,6 +464,7 @@ impl<T: BanTable> Agent<T> {
             .filter_map(|f| f.wake.as_ref())
             .for_each(|w| w.notify_one());
         self.source_jails = sources;
+        opening
     }
 
     /// Runs a batch through its jails and journals the bans it made;

@@ -68,7 +68,8 @@ impl<T: BanTable> Agent<T> {
         self.engine.set_ignoreip(new.ignoreip.clone());
         self.config = new;
         self.note_interfaces();
-        self.follow_logs(watcher);
+        // Journals it (re)started open in the background; a reload does not wait.
+        drop(self.follow_logs(watcher));
         Ok(self.engine.jail_names())
     }
 }

@@ -217,3 +217,77 @@ impl Matcher {
         }
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::config::DEFAULT_FAIL2BAN_DIR;
+
+    /// What a real dovecot 2.3.19 (Debian 12) wrote to its `log_path` for an
+    /// unknown user, a login, a wrong password and a connection closed
+    /// before any attempt, with `auth_verbose = yes`.
+    pub(crate) const DOVECOT_LOG: &str = include_str!("../../tests/fixtures/dovecot.log");
+
+    /// fail2ban's own dovecot filter, as a jail reading files or the journal
+    /// loads it; `None` (and a SKIP line) where fail2ban is not installed.
+    pub(crate) fn dovecot_filter(journal: bool) -> Option<Arc<Filter>> {
+        let dir = Path::new(DEFAULT_FAIL2BAN_DIR);
+        if !dir.join("filter.d/dovecot.conf").exists() {
+            eprintln!(
+                "SKIP: no fail2ban in {DEFAULT_FAIL2BAN_DIR}; `cargo xtask setup` installs it"
+            );
+            return None;
+        }
+        let ctx = FilterContext {
+            base: Path::new("."),
+            fail2ban_dir: dir,
+            ports: None,
+            journal,
+        };
+        Some(Arc::new(Filter::load("dovecot", &ctx).unwrap()))
+    }
+
+    /// The address each line counts a failure for, if any.
+    pub(crate) fn failures(
+        filter: &Arc<Filter>,
+        lines: impl IntoIterator<Item = (String, Option<SystemTime>)>,
+    ) -> Vec<Option<IpAddr>> {
+        let mut matcher = filter.matcher();
+        lines
+            .into_iter()
+            .map(
+                |(line, time)| match matcher.process(&line, time, SystemTime::now()) {
+                    Outcome::Failures(found) => match found.as_slice() {
+                        [
+                            Found {
+                                host: Host::Ip(ip), ..
+                            },
+                        ] => Some(*ip),
+                        other => panic!("{line}: {other:?}"),
+                    },
+                    Outcome::Ignored | Outcome::Miss => None,
+                },
+            )
+            .collect()
+    }
+
+    #[test]
+    fn real_dovecot_log_lines_count_as_fail2ban_counts_them() {
+        let Some(filter) = dovecot_filter(false) else {
+            return;
+        };
+        let lines = DOVECOT_LOG.lines().map(|l| (l.to_owned(), None));
+        let attacker = Some("10.251.0.2".parse().unwrap());
+        // fail2ban-regex 1.0.2 on the same file: 4 matched. A failed login is
+        // two failures with auth_verbose (the auth process's line too); the
+        // login and the connection closed without an attempt are none.
+        assert_eq!(
+            failures(&filter, lines),
+            [
+                None, attacker, attacker, None, None, attacker, attacker, None
+            ]
+        );
+    }
+}

@@ -977,6 +977,34 @@ mod tests {
     }
 
     #[test]
+    fn dovecot_entries_as_formatted_here_match_fail2bans_filter() {
+        use crate::filter::tests::{DOVECOT_LOG, dovecot_filter, failures};
+        let Some(filter) = dovecot_filter(true) else {
+            return;
+        };
+        // The same lines as dovecot writes them to stderr under systemd
+        // (`log_timestamp = ""`), and as journald records them.
+        let now = SystemTime::now();
+        let entries = DOVECOT_LOG.lines().map(|l| {
+            let message = l.splitn(4, ' ').nth(3).unwrap();
+            let f = fields(&[
+                ("_HOSTNAME", "mail"),
+                ("SYSLOG_IDENTIFIER", "dovecot"),
+                ("_PID", "812"),
+                ("MESSAGE", message),
+            ]);
+            (f.line(None), Some(now))
+        });
+        let attacker = Some("10.251.0.2".parse().unwrap());
+        assert_eq!(
+            failures(&filter, entries),
+            [
+                None, attacker, attacker, None, None, attacker, attacker, None
+            ]
+        );
+    }
+
+    #[test]
     fn kernel_lines_carry_monotonic_seconds() {
         let f = fields(&[("SYSLOG_IDENTIFIER", "kernel"), ("MESSAGE", "oops")]);
         assert!(f.needs_monotonic());

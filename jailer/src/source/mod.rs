@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 pub use self::{
@@ -199,23 +199,31 @@ const JOURNAL_RETRY: Duration = Duration::from_secs(5);
 /// Drives one jail's journal source: batches of entries as they are
 /// appended, each line with its entry's time, resumable by cursor. A
 /// journal that cannot be read is retried, from the last cursor handled.
+/// `opened` is told after the first attempt to open: from then on, every
+/// entry appended is read (unless that attempt failed).
 pub async fn follow_journal(
     jail: String,
     location: JournalLocation,
     matches: JournalMatch,
     cursor: Option<String>,
     tx: mpsc::Sender<LogBatch>,
+    opened: oneshot::Sender<()>,
 ) {
     let source = SourceId::Journal(jail.clone());
     let mut cursor = cursor;
+    let mut opened = Some(opened);
     loop {
         let config = JournalConfig {
             location: location.clone(),
             matches: matches.clone(),
             start: cursor.clone().map_or(Start::Tail, Start::AfterCursor),
         };
-        let opened = tokio::task::spawn_blocking(move || JournalSource::open(config)).await;
-        let mut journal = match opened {
+        let result = tokio::task::spawn_blocking(move || JournalSource::open(config)).await;
+        // Positioned (the tail is fixed), or failed: the agent may say ready.
+        if let Some(opened) = opened.take() {
+            let _ = opened.send(());
+        }
+        let mut journal = match result {
             Ok(Ok(journal)) => {
                 info!(%jail, %location, journalmatch = %matches, "following the journal");
                 journal
@@ -257,6 +265,33 @@ pub async fn follow_journal(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs `follow_journal` on `dir` until it says opened (bounded).
+    async fn opened(dir: PathBuf) {
+        let (tx, _rx) = mpsc::channel(1);
+        let (opened, is_opened) = oneshot::channel();
+        let task = tokio::spawn(follow_journal(
+            "dovecot".into(),
+            JournalLocation::Directory(dir),
+            JournalMatch::default(),
+            None,
+            tx,
+            opened,
+        ));
+        let told = tokio::time::timeout(Duration::from_secs(10), is_opened).await;
+        task.abort();
+        assert!(matches!(told, Ok(Ok(()))), "opened not told: {told:?}");
+    }
+
+    #[tokio::test]
+    async fn a_journal_says_when_it_is_positioned() {
+        // No journal files yet: positioned at the head, for what comes.
+        let dir = tempfile::tempdir().unwrap();
+        opened(dir.path().to_owned()).await;
+        // Cannot be opened (retried later): told too, so that it does not
+        // hold the agent's readiness.
+        opened(dir.path().join("missing")).await;
+    }
 
     #[test]
     fn lines_keep_order_and_replace_bad_utf8() {
