@@ -145,6 +145,15 @@ impl<T: BanTable> Engine<T> {
     /// Enforces a member's ban (unless this server refuses it); `Ok(true)`
     /// when something changed.
     pub fn apply_remote(&mut self, remote: &RemoteBan, now: SystemTime) -> Result<bool, BpfError> {
+        let applied = self.enforce_remote(remote, now)?;
+        if applied {
+            info!(target = %remote.target, origin = remote.origin, jail = remote.jail, "banned (fleet)");
+        }
+        Ok(applied)
+    }
+
+    /// [`Engine::apply_remote`] without the log line (a resync logs once).
+    fn enforce_remote(&mut self, remote: &RemoteBan, now: SystemTime) -> Result<bool, BpfError> {
         if let Some(why) = self.refusal(remote.target) {
             debug!(target = %remote.target, origin = remote.origin, why, "fleet ban refused");
             self.remote_refused += 1;
@@ -170,7 +179,6 @@ impl<T: BanTable> Engine<T> {
         if let Expiry::At(t) = remote.ban.expiry {
             self.expiry.insert((t, remote.target));
         }
-        info!(target = %remote.target, origin = remote.origin, jail = remote.jail, "banned (fleet)");
         self.pending.push(Record::remote_ban(
             remote.target,
             &remote.jail,
@@ -230,7 +238,7 @@ impl<T: BanTable> Engine<T> {
         }
         let mut applied = 0;
         for remote in all {
-            applied += usize::from(self.apply_remote(remote, now)?);
+            applied += usize::from(self.enforce_remote(remote, now)?);
         }
         Ok((applied, lifted))
     }
