@@ -544,7 +544,8 @@ fn table(rows: &BTreeMap<String, Stats>, without_log: &[String]) -> (String, Sta
     }
     let _ = writeln!(
         out,
-        "stock filters without a sample log ({}): {}",
+        "stock filters without a sample log ({}): {}\n\
+         not replayed: fail2ban's own test filters (zzz-*), not in {FAIL2BAN_DIR}/filter.d",
         without_log.len(),
         without_log.join(" ")
     );
