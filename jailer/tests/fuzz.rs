@@ -17,7 +17,7 @@ use std::{
 use jailer::{
     config::Config,
     filter::{
-        Verdict, Vpopmail,
+        Filter, FilterContext, Verdict, Vpopmail,
         fail2ban::{
             config::Ini,
             runtime::{CompiledFilter, FilterDef},
@@ -157,6 +157,19 @@ proptest! {
     #[test]
     fn config_parser_never_panics(text in "(\\[jails\\.[a-z]{1,4}\\]\\n|[a-z_]{1,12} = (\"[^\"\\n]{0,12}\"|[0-9-]{1,5}|\\[\\]|true)\\n|\\n){0,12}") {
         let _ = Config::parse(Path::new("/etc/jailer/jailer.toml"), &text);
+    }
+
+    #[test]
+    fn filter_names_never_panic(spec in "[ \t./aé\\[\\]=,]{0,8}(dovecot|vpopmail|sub/f\\.conf)?[ \t./aé\\[\\]=,]{0,8}") {
+        // A `filter = ...` value or `jailer regex` argument: a name, a path,
+        // options; anything else is an error.
+        let ctx = FilterContext {
+            base: Path::new("/nonexistent"),
+            fail2ban_dir: Path::new("/etc/fail2ban"),
+            ports: None,
+            journal: false,
+        };
+        let _ = Filter::load(&spec, &ctx);
     }
 
     #[test]

@@ -47,16 +47,19 @@ pub fn load(
     fail2ban_dir: &Path,
     journal: bool,
 ) -> Result<Fail2banFilter, FilterError> {
-    let name = spec.split('[').next().unwrap_or(spec).trim();
+    // Spaces around it are no part of it (as in fail2ban's config values);
+    // `name` is then a prefix of `trimmed`, so the options follow it there.
+    let trimmed = spec.trim();
+    let name = trimmed.split('[').next().unwrap_or(trimmed).trim_end();
     // fail2ban resolves relative paths from its working directory; a
     // daemon's is `/`: resolve them from the file that names them instead.
     // A bare name that is a file there (`filter = "mail.conf"`) is that file.
     let relative =
         !Path::new(name).is_absolute() && (name.contains('/') || base.join(name).is_file());
     let resolved = if relative {
-        format!("{}{}", base.join(name).display(), &spec[name.len()..])
+        format!("{}{}", base.join(name).display(), &trimmed[name.len()..])
     } else {
-        spec.to_owned()
+        trimmed.to_owned()
     };
     let backend = if journal { "systemd" } else { "auto" };
     let def = load_filter(fail2ban_dir, &resolved, backend).map_err(|source| match source {
@@ -143,4 +146,30 @@ fn compile(spec: &str, def: &ReadDef) -> Result<Fail2banFilter, FilterError> {
         journalmatch,
         compiled: Arc::new(compiled),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spaces_around_a_relative_path_are_not_part_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(
+            dir.path().join("sub/f.conf"),
+            "[Definition]\nfailregex = ^from <HOST>$\n",
+        )
+        .unwrap();
+        let none = Path::new("/nonexistent");
+        for spec in ["sub/f.conf", " sub/f.conf ", "\tsub/f.conf[maxlines=1]"] {
+            let f = load(spec, dir.path(), none, false).unwrap_or_else(|e| panic!("{spec:?}: {e}"));
+            assert_eq!(f.files, [dir.path().join("sub/f.conf")], "{spec:?}");
+        }
+        // Used to slice inside `é` and panic.
+        assert!(matches!(
+            load(" a/é", dir.path(), none, false),
+            Err(FilterError::NotFound { .. })
+        ));
+    }
 }
