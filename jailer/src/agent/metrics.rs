@@ -364,9 +364,9 @@ mod tests {
     use super::*;
     use crate::{agent::status::LogStatus, kernel::PacketStats};
 
-    #[test]
-    fn renders_counters_and_histogram() {
-        let status = Status {
+    /// A status with every part present (packets, a jail, a fleet).
+    fn full_status() -> Status {
+        Status {
             source: "agent".into(),
             uptime_secs: Some(5),
             logs: vec![LogStatus {
@@ -411,7 +411,12 @@ mod tests {
                 ..FleetReport::default()
             }),
             ..Status::default()
-        };
+        }
+    }
+
+    #[test]
+    fn renders_counters_and_histogram() {
+        let status = full_status();
         let mut h = Histogram::default();
         h.observe(Duration::from_micros(500));
         h.observe(Duration::from_millis(30));
@@ -432,6 +437,59 @@ mod tests {
             "jailer_fleet_enforced_bans{origin=\"mx2\",jail=\"dovecot\"} 3",
         ] {
             assert!(text.contains(want), "missing {want}:\n{text}");
+        }
+    }
+
+    /// Every metric the Grafana dashboard in dist/ queries is one the agent
+    /// exports.
+    #[test]
+    fn the_dashboard_queries_only_exported_metrics() {
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../../dist/grafana-dashboard.json")).unwrap();
+        let mut exprs = Vec::new();
+        fn walk<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+            match v {
+                serde_json::Value::Object(map) => {
+                    for (k, v) in map {
+                        match (k.as_str(), v.as_str()) {
+                            ("expr" | "query", Some(text)) => out.push(text),
+                            _ => walk(v, out),
+                        }
+                    }
+                }
+                serde_json::Value::Array(list) => list.iter().for_each(|v| walk(v, out)),
+                _ => {}
+            }
+        }
+        walk(&dashboard, &mut exprs);
+        assert!(exprs.len() >= 15, "{exprs:?}");
+        let text = render(&full_status(), 1, &Histogram::default());
+        let exported: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        let mut queried = Vec::new();
+        for expr in exprs {
+            for (i, _) in expr.match_indices("jailer_") {
+                let name: String = expr[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                queried.push(name);
+            }
+        }
+        assert!(queried.len() >= 15);
+        for name in queried {
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .filter(|f| exported.contains(f))
+                .unwrap_or(&name);
+            assert!(
+                exported.contains(&family),
+                "the dashboard queries {name}, which the agent does not export"
+            );
         }
     }
 }
