@@ -524,6 +524,45 @@ mod tests {
         assert!(!j.ignores("203.0.113.7".parse().unwrap()));
     }
 
+    /// Every setting the example shows commented out is valid as shown.
+    #[test]
+    fn example_config_with_every_setting_uncommented_is_valid() {
+        let is_setting = |text: &str| {
+            let key: String = text
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit())
+                .collect();
+            (!key.is_empty() && text[key.len()..].starts_with(" = "))
+                || text == "[fleet]"
+                || (text.starts_with("[jails.") && text.ends_with(']'))
+        };
+        let full: String = EXAMPLE
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(text) if is_setting(text) => format!("{text}\n"),
+                _ => format!("{line}\n"),
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let filter = dir.path().join("filter.d");
+        fs::create_dir_all(&filter).unwrap();
+        fs::write(
+            filter.join("dovecot.conf"),
+            "[Definition]\nfailregex = ^auth failed, rip=<HOST>$\njournalmatch = _SYSTEMD_UNIT=dovecot.service\n",
+        )
+        .unwrap();
+        let full = full.replace(
+            "fail2ban_dir = \"/etc/fail2ban\"",
+            &format!("fail2ban_dir = \"{}\"", dir.path().display()),
+        );
+        let c = parse(&full).unwrap_or_else(|e| panic!("{}\n{full}", crate::error::Chain(&e)));
+        assert_eq!(c.jails.len(), 2, "{full}");
+        let fleet = c.fleet.expect("[fleet]");
+        assert_eq!((fleet.name.as_str(), fleet.replicas), ("mx1", 3));
+        assert!(c.jails.iter().any(|j| j.shared_failures));
+        assert!(!c.ignoreip.is_empty());
+    }
+
     #[test]
     fn scalars_and_lists_both_accepted() {
         let c = parse(
