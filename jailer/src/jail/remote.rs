@@ -31,6 +31,14 @@ struct Held {
 }
 
 impl RemoteBans {
+    /// Whether `origin`'s very ban on `target` is held.
+    fn holds(&self, origin: &str, jail: &str, target: Target, ban: &Ban) -> bool {
+        self.by_target.get(&target).is_some_and(|list| {
+            list.iter()
+                .any(|h| h.origin == origin && h.jail == jail && h.ban == *ban)
+        })
+    }
+
     /// Records `origin`'s ban on `target`; `false` when it held this very ban.
     fn set(&mut self, origin: &str, jail: &str, target: Target, ban: Ban) -> bool {
         let list = self.by_target.entry(target).or_default();
@@ -160,9 +168,9 @@ impl<T: BanTable> Engine<T> {
             return Ok(false);
         }
         if !remote.ban.expiry.is_active(now)
-            || !self
+            || self
                 .remote
-                .set(&remote.origin, &remote.jail, remote.target, remote.ban)
+                .holds(&remote.origin, &remote.jail, remote.target, &remote.ban)
         {
             return Ok(false);
         }
@@ -176,6 +184,9 @@ impl<T: BanTable> Engine<T> {
         if let Some(ban) = effective {
             self.table.insert(remote.target, &ban)?;
         }
+        // Held only once in the map: a full map holds no memory here either.
+        self.remote
+            .set(&remote.origin, &remote.jail, remote.target, remote.ban);
         if let Expiry::At(t) = remote.ban.expiry {
             self.expiry.insert((t, remote.target));
         }
