@@ -14,7 +14,9 @@
 //! - 100k bans: mx1 publishing them, a new member enforcing them all, and
 //!   that member restarted with them pinned, in sync again;
 //! - nats-server stopped while mx1 bans, started again: from its start to
-//!   the ban in mx2's map.
+//!   the ban in mx2's map;
+//! - a three-node cluster, the node mx1 uses killed: from the kill to a ban
+//!   made right after it in mx2's map.
 
 use std::{
     fs,
@@ -211,6 +213,37 @@ fn main() {
     });
     row(
         "100k bans: that member restarted (maps pinned), start to in sync",
+        ms(start.elapsed()),
+    );
+
+    drop((mx1, mx2, mx3, server));
+
+    // 6. A three-node cluster loses the node mx1 talks to.
+    let cluster_hub = Hub::new(env!("CARGO_BIN_EXE_jailer-under-test"));
+    let mut nodes = cluster_hub.cluster();
+    let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
+    let setup = MemberSetup {
+        fleet_extra: "replicas = 3".into(),
+        ..MemberSetup::default()
+    };
+    let c1 = Member::start(&cluster_hub, "mx1", &urls, &setup);
+    let c2 = Member::start(&cluster_hub, "mx2", &urls, &setup);
+    c1.wait_synced(LIMIT);
+    c2.wait_synced(LIMIT);
+    let used = c1.fleet().detail;
+    let node = nodes
+        .iter_mut()
+        .find(|n| used.contains(&format!(":{}", n.port)))
+        .expect("mx1's node");
+    let c2_table = c2.table();
+    let start = Instant::now();
+    node.kill();
+    c1.ban("203.0.113.99");
+    time_until("the ban at mx2 after the node died", || {
+        c2.enforces(&c2_table, "203.0.113.99")
+    });
+    row(
+        "3-node cluster, mx1's node killed: kill to a ban made after it in mx2's map",
         ms(start.elapsed()),
     );
 }
