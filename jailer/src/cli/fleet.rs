@@ -4,7 +4,7 @@
 
 use std::{fmt::Write as _, path::Path, time::SystemTime};
 
-use super::{print, require_root};
+use super::{print, print_json, require_root};
 use crate::{
     agent::{
         FleetReport,
@@ -30,11 +30,7 @@ pub(super) fn run(config_path: &Path, json: bool) -> Result<(), Error> {
         }
     };
     if json {
-        let text = serde_json::to_string_pretty(&report).map_err(|e| Error::Io {
-            path: "stdout".into(),
-            source: e.into(),
-        })?;
-        print(&(text + "\n"))
+        print_json(&report)
     } else {
         print(&render(&report, unix_secs(SystemTime::now())))
     }

@@ -10,7 +10,7 @@ use std::{
 use serde::Serialize;
 use tracing::warn;
 
-use super::{print, require_root};
+use super::{print, print_json, require_root};
 use crate::{
     ban::{Listed, Target},
     config::Config,
@@ -164,11 +164,7 @@ pub(super) fn run(config_path: &Path, json: bool) -> Result<(), Error> {
         Err(_) => warn!("reading the journal failed: jails and origins are not shown"),
     }
     if json {
-        let text = serde_json::to_string_pretty(&rows).map_err(|e| Error::Io {
-            path: "stdout".into(),
-            source: e.into(),
-        })?;
-        print(&(text + "\n"))
+        print_json(&rows)
     } else {
         print(&format_table(&rows))
     }

@@ -236,6 +236,15 @@ fn print(text: &str) -> Result<(), Error> {
     }
 }
 
+/// Writes `value` as one pretty JSON document (`--json`).
+fn print_json(value: &impl serde::Serialize) -> Result<(), Error> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Io {
+        path: "stdout".into(),
+        source: e.into(),
+    })?;
+    print(&(text + "\n"))
+}
+
 /// The `jailer` binary: parse, set up logging, run, map the result to an
 /// exit status (2: fix your input; 1: the system failed).
 pub fn main() -> ExitCode {

@@ -3,7 +3,7 @@
 
 use std::{fmt::Write as _, path::Path};
 
-use super::{print, require_root};
+use super::{print, print_json, require_root};
 use crate::{
     agent::{
         control::{self, Request, Response},
@@ -31,11 +31,7 @@ pub(super) fn run(config_path: &Path, jail: Option<&str>, json: bool) -> Result<
         if let Some(name) = jail {
             status.jails.retain(|j| j.name == name);
         }
-        let text = serde_json::to_string_pretty(&status).map_err(|e| Error::Io {
-            path: "stdout".into(),
-            source: e.into(),
-        })?;
-        print(&(text + "\n"))
+        print_json(&status)
     } else {
         print(&render(&status, jail))
     }

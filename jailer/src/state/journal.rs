@@ -94,25 +94,11 @@ impl Record {
 
     /// A fleet member's ban, as this server enforces it.
     pub fn remote_ban(target: Target, jail: &str, ban: &Ban, origin: &str, at: u64) -> Self {
-        match Self::ban(target, jail, ban, SystemTime::UNIX_EPOCH) {
-            Self::Ban {
-                addr,
-                jail,
-                ports,
-                until,
-                monitor,
-                ..
-            } => Self::Ban {
-                addr,
-                jail,
-                ports,
-                until,
-                at,
-                monitor,
-                origin: Some(origin.to_owned()),
-            },
-            other => other,
+        let mut record = Self::ban(target, jail, ban, from_unix_secs(at));
+        if let Self::Ban { origin: o, .. } = &mut record {
+            *o = Some(origin.to_owned());
         }
+        record
     }
 }
 
