@@ -13,12 +13,13 @@ use std::{
     io::BufRead as _,
     net::IpAddr,
     path::Path,
+    sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
 use jailer::{
     cli::scan,
-    filter::{Filter, RegexFilter},
+    filter::{Filter, FilterContext},
     jail::FailureWindow,
 };
 
@@ -36,13 +37,13 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn throughput(name: &str, filter: &Filter, log: &str) {
+fn throughput(name: &str, filter: &Arc<Filter>, log: &str) {
     let mut best = f64::MAX;
     let mut matched = 0;
     for _ in 0..5 {
         let start = Instant::now();
-        let s = scan(filter, log.as_bytes(), |_, ip| {
-            black_box(ip);
+        let s = scan(filter, log.as_bytes(), |_, failure| {
+            black_box(failure);
             Ok(())
         })
         .unwrap();
@@ -71,10 +72,15 @@ fn main() {
         log.len() >> 20
     );
 
-    let builtin = Filter::load("vpopmail", Path::new(".")).unwrap();
+    let ctx = FilterContext {
+        base: &dir,
+        fail2ban_dir: Path::new("/etc/fail2ban"),
+        ports: None,
+        journal: false,
+    };
+    let builtin = Arc::new(Filter::load("vpopmail", &ctx).unwrap());
     throughput("built-in vpopmail filter", &builtin, &log);
-    let regex =
-        Filter::Regex(RegexFilter::parse(Path::new("vpopmail-filter.conf"), f2b_filter).unwrap());
+    let regex = Arc::new(Filter::load("vpopmail-filter.conf", &ctx).unwrap());
     throughput("fail2ban-style failregex", &regex, &log);
 
     // Same through the line reader `jailer regex` uses on a file.

@@ -22,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod filter;
+pub mod fleet;
 pub mod host;
 pub mod jail;
 pub mod kernel;

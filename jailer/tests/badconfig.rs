@@ -84,12 +84,20 @@ fn every_bad_filter_is_refused_with_file_line_and_problem() {
         let (code, msg) = check(&config);
         assert_eq!(code, 2, "exit code for:\n{text}\n{msg}");
         assert!(!msg.contains('\n'), "one line, got:\n{msg}");
-        // The config file and line of `filter = ...`, then the filter file and its line.
-        let prefix = format!(
-            "{}:2: jails.a.filter: {}:{line}:",
-            config.display(),
-            filter.display()
-        );
+        // The config file and line of `filter = ...`, then the filter file
+        // and its line (when the problem has one).
+        let prefix = if line == 0 {
+            format!(
+                "{}:2: jails.a.filter: filter `bad.conf`: ",
+                config.display()
+            )
+        } else {
+            format!(
+                "{}:2: jails.a.filter: filter `bad.conf`: {}:{line}:",
+                config.display(),
+                filter.display()
+            )
+        };
         assert!(
             msg.starts_with(&prefix),
             "should start with {prefix}: {msg}"

@@ -10,13 +10,20 @@
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::Path,
-    sync::LazyLock,
+    sync::{Arc, LazyLock},
     time::SystemTime,
 };
 
 use jailer::{
     config::Config,
-    filter::{Filter, RegexFilter, Verdict, timestamp::parse_timestamp},
+    filter::{
+        Filter, FilterContext, Verdict, Vpopmail,
+        fail2ban::{
+            config::Ini,
+            runtime::{CompiledFilter, FilterDef},
+        },
+        timestamp::parse_timestamp,
+    },
 };
 use proptest::prelude::*;
 
@@ -81,14 +88,14 @@ fn real_addr() -> impl Strategy<Value = (IpAddr, String)> {
 
 const HDR: &str = "Sep 28 13:01:03 www vpopmail[20410]: vchkpw-pop3: ";
 
-static VPOPMAIL: LazyLock<Filter> =
-    LazyLock::new(|| Filter::load("vpopmail", Path::new(".")).unwrap());
-static REGEX: LazyLock<RegexFilter> = LazyLock::new(|| {
-    RegexFilter::parse(
-        Path::new("f.conf"),
-        "[Definition]\nfailregex = vchkpw-\\w+: .*:<HOST>$\n            ^<IP4> <IP6>\nignoreregex = ok\n",
-    )
-    .unwrap()
+static VPOPMAIL: LazyLock<Vpopmail> = LazyLock::new(Vpopmail::default);
+static REGEX: LazyLock<Arc<CompiledFilter>> = LazyLock::new(|| {
+    let def = FilterDef {
+        failregex: vec![r"vchkpw-\w+: .*:<HOST>$".into(), r"^<IP4> <IP6>".into()],
+        ignoreregex: vec!["ok".into()],
+        ..FilterDef::default()
+    };
+    Arc::new(CompiledFilter::new(&def).unwrap())
 });
 
 proptest! {
@@ -142,7 +149,7 @@ proptest! {
     fn matchers_and_timestamps_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
         let line = String::from_utf8_lossy(&bytes);
         let _ = VPOPMAIL.check(&line);
-        let _ = REGEX.check(&line);
+        let _ = REGEX.matcher().process_line(&line, SystemTime::now());
         let _ = parse_timestamp(&line, SystemTime::now());
         let _ = VPOPMAIL.check(&format!("{HDR}password fail {line}"));
     }
@@ -153,8 +160,21 @@ proptest! {
     }
 
     #[test]
+    fn filter_names_never_panic(spec in "[ \t./aé\\[\\]=,]{0,8}(dovecot|vpopmail|sub/f\\.conf)?[ \t./aé\\[\\]=,]{0,8}") {
+        // A `filter = ...` value or `jailer regex` argument: a name, a path,
+        // options; anything else is an error.
+        let ctx = FilterContext {
+            base: Path::new("/nonexistent"),
+            fail2ban_dir: Path::new("/etc/fail2ban"),
+            ports: None,
+            journal: false,
+        };
+        let _ = Filter::load(&spec, &ctx);
+    }
+
+    #[test]
     fn filter_file_parser_never_panics(text in "(\\[[A-Za-z]{0,10}\\]\\n|[a-z_]{1,10} ?[=:] ?[^\\n]{0,20}\\n|[ \\t]+[^\\n]{0,20}\\n|#[^\\n]{0,10}\\n){0,8}") {
-        let _ = RegexFilter::parse(Path::new("f.conf"), &text);
+        let _ = Ini::parse(Path::new("f.conf"), &text);
     }
 }
 

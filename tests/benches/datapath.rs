@@ -223,17 +223,12 @@ fn map_id(ebpf: &Ebpf, name: &str) -> u32 {
 }
 
 /// `n` IPv4 hosts in 10.0.0.0/8 and `n` IPv6 hosts in 2001:db8:ffff::/48.
-fn filler(n: u32, v: &Ban) -> Vec<(Target, Ban)> {
+fn filler(n: u32, v: Ban) -> Vec<(Target, Ban)> {
     (1..=n)
-        .map(|i| {
-            (
-                Target::host(Ipv4Addr::from((10u32 << 24) | i).into()),
-                v.clone(),
-            )
-        })
+        .map(|i| (Target::host(Ipv4Addr::from((10u32 << 24) | i).into()), v))
         .chain((1..=n).map(|i| {
             let a = Ipv6Addr::from((0x2001_0db8_ffff_u128 << 80) | u128::from(i));
-            (Target::host(a.into()), v.clone())
+            (Target::host(a.into()), v)
         }))
         .collect()
 }
@@ -330,7 +325,7 @@ fn parts_ab(show_a: bool, show_b: bool, e: &mut PartE) {
 
     // A million bans in each family (exact maps), and as many in the
     // reference's map; the time and memory the per-CPU maps take (part e).
-    let fill = filler(MILLION - 1, &pop3);
+    let fill = filler(MILLION - 1, pop3);
     let (mem0, lock0, start) = (kernel_mem(), memlock(&bans_v4), Instant::now());
     assert_eq!(
         table.insert_many(&fill[..fill.len() / 2]).unwrap(),
@@ -758,7 +753,9 @@ fn restore_1m() {
     let replay = journal.replay(now).unwrap();
     let replayed = start.elapsed();
     let mut engine = jailer::jail::Engine::new(config.jails, table);
-    let restored = engine.restore(&replay, now).unwrap();
+    let restored = engine
+        .restore(jailer::jail::Restoration::prepare(&replay, now, true))
+        .unwrap();
     let total = start.elapsed();
     println!(
         "\nrestoring {restored} bans from the journal into empty maps: {:.2} s ({:.2} s replaying the journal, {:.2} s writing the maps)",

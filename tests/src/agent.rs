@@ -46,7 +46,10 @@ impl Agent {
             let (config, table, mut options) = setup();
             let (ready, is_ready) = oneshot::channel();
             options.ready = Some(ready);
-            let rt = tokio::runtime::Builder::new_current_thread()
+            // As `jailer run` has it: the loop on this thread, spawned tasks
+            // (followers, the fleet link) on two workers.
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
                 .enable_all()
                 .build()
                 .expect("runtime");

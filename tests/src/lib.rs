@@ -1,7 +1,9 @@
 //! Support for jailer's integration tests: network namespaces and veth
 //! pairs, a private bpffs, frame builders, the XDP object under test run,
-//! peers (POP3, line servers), log writers, and an agent runner with a
-//! readiness signal instead of sleeps.
+//! peers (POP3, line servers, a real dovecot), journal files written by
+//! systemd-journal-remote, log writers, an agent runner with a readiness
+//! signal instead of sleeps, and a fleet of agents sharing bans through
+//! real nats-server processes ([`fleet`]).
 //!
 //! Tests that need root are `#[ignore = "needs root"]`: plain `cargo test`
 //! reports them ignored; `cargo xtask test` runs them (as root) with
@@ -9,7 +11,10 @@
 
 mod agent;
 mod bpffs;
+mod dovecot;
+pub mod fleet;
 mod frames;
+mod journal;
 mod logs;
 mod netns;
 mod servers;
@@ -18,10 +23,12 @@ mod xdp;
 pub use self::{
     agent::{Agent, ns_agent, wait_for},
     bpffs::TempBpffs,
+    dovecot::{Dovecot, DovecotLog, PASSWORD, USER},
     frames::{Ext, tcp4, tcp6, tcp6_ext, udp4, with_vlans},
+    journal::JournalRemote,
     logs::{append, append_failure, ban, failure_line, host, now_stamp, target},
-    netns::{NetNs, Pair, sh, unique},
-    servers::{connect_from, exchange, login, pop3_server, serve},
+    netns::{NetNs, Pair, reap, sh, unique},
+    servers::{connect_from, connect_with, exchange, login, pop3_login, pop3_server, serve},
     xdp::{bench_object, load_bench, load_xdp, on_cpu, xdp_verdict},
 };
 

@@ -54,7 +54,7 @@ pub fn ban(ports: &[u16], secs: Option<u64>) -> Ban {
     let ports = if ports.is_empty() {
         PortSet::All
     } else {
-        PortSet::Only(ports.to_vec())
+        PortSet::only(ports)
     };
     Ban::new(
         ports,

@@ -5,9 +5,10 @@ use std::{
     fs::File,
     os::fd::AsFd,
     path::PathBuf,
-    process::Command,
+    process::{Child, Command},
     sync::atomic::{AtomicU32, Ordering},
     thread,
+    time::{Duration, Instant},
 };
 
 use nix::sched::{CloneFlags, setns};
@@ -24,6 +25,20 @@ pub fn sh(args: &[&str]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Waits up to `grace` for `child` to exit on its own, then kills it
+/// (SIGKILL); reaps it either way, so no zombie is left behind.
+pub fn reap(child: &mut Child, grace: Duration) {
+    let start = Instant::now();
+    while matches!(child.try_wait(), Ok(None)) {
+        if start.elapsed() >= grace {
+            let _ = child.kill();
+            break;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.wait();
 }
 
 /// A name unique to this process and call, short enough for an interface.

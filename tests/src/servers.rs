@@ -33,6 +33,17 @@ pub fn serve(addr: SocketAddr) {
 
 /// Connects from `src` to `dst` within `timeout`; returns the stream.
 pub fn connect_from(src: IpAddr, dst: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    connect_with(src, dst, timeout, timeout)
+}
+
+/// Connects from `src` to `dst`, giving up after `connect`, and reads the
+/// greeting; the stream then waits up to `reply` for each answer.
+pub fn connect_with(
+    src: IpAddr,
+    dst: SocketAddr,
+    connect: Duration,
+    reply: Duration,
+) -> std::io::Result<TcpStream> {
     let domain = if dst.is_ipv4() {
         socket2::Domain::IPV4
     } else {
@@ -40,9 +51,9 @@ pub fn connect_from(src: IpAddr, dst: SocketAddr, timeout: Duration) -> std::io:
     };
     let sock = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
     sock.bind(&SocketAddr::new(src, 0).into())?;
-    sock.connect_timeout(&dst.into(), timeout)?;
+    sock.connect_timeout(&dst.into(), connect)?;
     let stream: TcpStream = sock.into();
-    stream.set_read_timeout(Some(timeout))?;
+    stream.set_read_timeout(Some(reply))?;
     let mut greeting = [0u8; 64];
     let n = (&stream).read(&mut greeting)?;
     if n == 0 {
@@ -114,19 +125,39 @@ pub fn pop3_server(addr: SocketAddr, log: PathBuf) {
 
 /// Logs in from `src`; `Ok(true)` when the password was accepted.
 pub fn login(client: &NetNs, src: &str, dst: &str, pass: &str) -> std::io::Result<bool> {
-    let src: IpAddr = src.parse().unwrap();
-    let dst: SocketAddr = dst.parse().unwrap();
-    let pass = pass.to_owned();
+    pop3_login(
+        client,
+        src.parse().unwrap(),
+        dst.parse().unwrap(),
+        "bob@example.com",
+        pass,
+    )
+}
+
+/// A POP3 login (USER, PASS, QUIT) from `src` in `client`: `Ok(true)` when
+/// the password was accepted, `Ok(false)` on `-ERR`; an error when no
+/// connection was made within 700 ms (a dropped SYN times out).
+pub fn pop3_login(
+    client: &NetNs,
+    src: IpAddr,
+    dst: SocketAddr,
+    user: &str,
+    pass: &str,
+) -> std::io::Result<bool> {
+    let (user, pass) = (user.to_owned(), pass.to_owned());
     client.run(move || {
-        let stream = connect_from(src, dst, Duration::from_millis(700))?;
+        // Replies may take a while: dovecot answers failures every 0.5 s.
+        let stream = connect_with(src, dst, Duration::from_millis(700), Duration::from_secs(5))?;
         let mut w = stream.try_clone()?;
         let mut r = BufReader::new(stream);
         let mut reply = String::new();
-        w.write_all(b"USER bob@example.com\r\n")?;
+        w.write_all(format!("USER {user}\r\n").as_bytes())?;
         r.read_line(&mut reply)?;
         reply.clear();
         w.write_all(format!("PASS {pass}\r\n").as_bytes())?;
         r.read_line(&mut reply)?;
+        // Its answer is not awaited: a ban set on the failure just logged
+        // drops the QUIT itself.
         w.write_all(b"QUIT\r\n")?;
         Ok(reply.starts_with("+OK"))
     })

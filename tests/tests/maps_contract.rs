@@ -108,10 +108,13 @@ fn a_full_ban_map_refuses_new_bans_and_keeps_old_ones() {
     .unwrap();
     let mut engine = jailer::jail::Engine::new(config.jails, table);
     let now = SystemTime::now();
+    let log = jailer::source::SourceId::File("/x".into());
     for i in 1..=6 {
         engine.handle_line(
+            &log,
             &[0],
             &format!("vpopmail[1]: vchkpw-pop3: password fail a@b:203.0.113.{i}"),
+            None,
             now,
         );
     }

@@ -17,10 +17,10 @@ use jailer::{
         status::Status,
     },
     config::Config,
-    filter::{Filter, Verdict},
+    filter::{Verdict, Vpopmail},
     kernel::MemBanTable,
 };
-use jailer_tests::{Agent, append, failure_line, now_stamp};
+use jailer_tests::{Agent, JournalRemote, append, failure_line, now_stamp};
 
 const FIXTURE: &str = include_str!("fixtures/mail.log");
 
@@ -67,7 +67,7 @@ fn failure(ip: &str) -> String {
 
 #[test]
 fn fixture_lines_match_as_documented() {
-    let f = Filter::load("vpopmail", Path::new(".")).unwrap();
+    let f = Vpopmail::default();
     let got: Vec<Option<String>> = FIXTURE
         .lines()
         .map(|l| match f.check(l) {
@@ -145,10 +145,64 @@ fn follows_bans_rotates_and_restores() {
     // Reboot: the maps are empty; the journal restores every unexpired ban.
     let fresh = MemBanTable::default();
     let agent = Agent::start(config(dir.path(), &log), fresh.clone());
+    // Restored while the logs are already followed.
+    wait_for("the journal restored", || fresh.bans().len() == 3);
     for ip in ["203.0.113.7", "203.0.113.8", "203.0.113.9"] {
         assert!(banned(&fresh, ip), "{ip} restored");
     }
     assert_eq!(fresh.bans().len(), 3);
+    drop(agent);
+}
+
+/// A dovecot failure from `ip`, logged by a process of `unit`, as journald
+/// records it.
+fn dovecot_entry(journal: &JournalRemote, unit: &str, ip: &str) {
+    let message = format!(
+        "pop3-login: Info: Disconnected: Aborted login by logging out (auth failed, 1 attempts in 0 secs): \
+         user=<alice>, method=PLAIN, rip={ip}, lip=192.0.2.1, session=<x>"
+    );
+    journal.append(&[
+        ("_HOSTNAME", "mail"),
+        ("_SYSTEMD_UNIT", unit),
+        ("_COMM", "dovecot"),
+        ("_PID", "812"),
+        ("SYSLOG_IDENTIFIER", "dovecot"),
+        ("MESSAGE", &message),
+    ]);
+}
+
+#[test]
+fn journal_entries_written_once_the_agent_is_ready_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = JournalRemote::start(dir.path());
+    // History: the first run starts after it.
+    dovecot_entry(&journal, "dovecot.service", "203.0.113.7");
+    journal.wait_entries(1);
+    let text = format!(
+        "[jails.dovecot]\nfilter = \"dovecot\"\nbackend = \"systemd\"\njournalpath = \"{}\"\nmaxretry = 3\n",
+        journal.dir().display()
+    );
+    let mut config = Config::parse(&dir.path().join("jailer.toml"), &text).unwrap();
+    config.state_dir = dir.path().join("state");
+    // No journalmatch in the jail: dovecot.conf's own.
+    assert_eq!(
+        config.jails[0].journalmatch,
+        "_SYSTEMD_UNIT=dovecot.service"
+    );
+    let table = MemBanTable::default();
+    let agent = Agent::start(config.clone(), table.clone());
+    // Ready means positioned in the journal: nothing written from now on
+    // is missed.
+    for _ in 0..3 {
+        dovecot_entry(&journal, "other.service", "203.0.113.8");
+        dovecot_entry(&journal, "dovecot.service", "203.0.113.7");
+    }
+    wait_for("203.0.113.7 banned", || banned(&table, "203.0.113.7"));
+    assert!(
+        !banned(&table, "203.0.113.8"),
+        "another unit's entries are not read"
+    );
+    assert_eq!(total_failed(&config), 3, "nor is the history");
     drop(agent);
 }
 

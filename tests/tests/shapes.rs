@@ -360,20 +360,20 @@ impl Case {
 fn random_frames_drop_only_banned_sources_on_covered_ports() {
     require_root();
     let (ebpf, mut table) = load();
-    let ports = PortSet::Only(vec![110, 995]);
+    let ports = PortSet::only(&[110, 995]);
     for src in (1u8..8).step_by(2) {
         let mut a6 = A6;
         a6[15] = src;
         table
             .insert(
                 host(&IpAddr::from([203, 0, 113, src]).to_string()),
-                &Ban::new(ports.clone(), Expiry::Never),
+                &Ban::new(ports, Expiry::Never),
             )
             .unwrap();
         table
             .insert(
                 host(&IpAddr::from(a6).to_string()),
-                &Ban::new(ports.clone(), Expiry::Never),
+                &Ban::new(ports, Expiry::Never),
             )
             .unwrap();
     }

@@ -18,7 +18,7 @@ use tokio::{
 };
 use tracing::warn;
 
-use super::status::Status;
+use super::{fleet::FleetReport, status::Status};
 use crate::state::StateError;
 
 pub const SOCKET: &str = "jailer.sock";
@@ -31,6 +31,8 @@ pub enum Request {
     Metrics,
     /// `jailer ban`/`unban` appended to the journal: read it now.
     JournalChanged,
+    /// `jailer fleet`.
+    Fleet,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,6 +50,9 @@ pub enum Response {
     /// Journal records taken in.
     JournalRead {
         records: usize,
+    },
+    Fleet {
+        report: FleetReport,
     },
     Error {
         message: String,

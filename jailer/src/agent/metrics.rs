@@ -17,6 +17,7 @@ use tokio::{
 use tracing::warn;
 
 use super::{
+    FleetReport,
     control::{Call, Request, Response},
     status::{JailStatus, Status},
 };
@@ -194,6 +195,9 @@ pub fn render(status: &Status, unbans: u64, latency: &Histogram) -> String {
             [(None, p.would_drop)],
         );
     }
+    if let Some(f) = &status.fleet {
+        fleet(&mut o, f);
+    }
     let _ = writeln!(
         o,
         "# HELP jailer_ban_latency_seconds From reading the failure line to the ban map write.\n# TYPE jailer_ban_latency_seconds histogram"
@@ -209,6 +213,83 @@ pub fn render(status: &Status, unbans: u64, latency: &Histogram) -> String {
     let _ = writeln!(o, "jailer_ban_latency_seconds_sum {}", latency.sum);
     let _ = writeln!(o, "jailer_ban_latency_seconds_count {}", latency.count);
     o
+}
+
+/// The fleet link's families (`[fleet]` only).
+fn fleet(o: &mut String, f: &FleetReport) {
+    family(
+        o,
+        "jailer_fleet_connected",
+        "gauge",
+        "1 when connected to a NATS server and in sync with the bucket.",
+        [(None, u64::from(f.state == "connected" && f.synced))],
+    );
+    family(
+        o,
+        "jailer_fleet_members",
+        "gauge",
+        "Fleet members seen, this one included.",
+        [(None, f.members.len() as u64)],
+    );
+    family(
+        o,
+        "jailer_fleet_member_last_heard_timestamp_seconds",
+        "gauge",
+        "Unix time of each member's last heartbeat.",
+        f.members
+            .iter()
+            .filter_map(|m| Some((Some(("member", m.name.as_str())), m.last_heard?))),
+    );
+    family(
+        o,
+        "jailer_fleet_member_bans",
+        "gauge",
+        "Unexpired bans each member has in the bucket.",
+        f.members
+            .iter()
+            .map(|m| (Some(("member", m.name.as_str())), m.bans as u64)),
+    );
+    let _ = writeln!(
+        o,
+        "# HELP jailer_fleet_enforced_bans Members' bans enforced here, per origin and jail.\n# TYPE jailer_fleet_enforced_bans gauge"
+    );
+    for e in &f.enforced {
+        let _ = writeln!(
+            o,
+            "jailer_fleet_enforced_bans{{origin=\"{}\",jail=\"{}\"}} {}",
+            esc(&e.origin),
+            esc(&e.jail),
+            e.bans
+        );
+    }
+    family(
+        o,
+        "jailer_fleet_unpublished",
+        "gauge",
+        "Own ban changes not confirmed by the NATS server yet.",
+        [(None, f.unpublished as u64)],
+    );
+    family(
+        o,
+        "jailer_fleet_refused_total",
+        "counter",
+        "Members' bans refused here (ignoreip, own addresses, lockout).",
+        [(None, f.refused)],
+    );
+    family(
+        o,
+        "jailer_fleet_failures_dropped_total",
+        "counter",
+        "Shared failures not sent or not counted (queue full, link down).",
+        [(None, f.failures_dropped)],
+    );
+    family(
+        o,
+        "jailer_fleet_rejected_total",
+        "counter",
+        "Bucket entries that could not be used (bad key or value).",
+        [(None, f.rejected)],
+    );
 }
 
 /// A minimal HTTP/1.1 server: `GET /metrics` gets the text, anything else
@@ -283,9 +364,9 @@ mod tests {
     use super::*;
     use crate::{agent::status::LogStatus, kernel::PacketStats};
 
-    #[test]
-    fn renders_counters_and_histogram() {
-        let status = Status {
+    /// A status with every part present (packets, a jail, a fleet).
+    fn full_status() -> Status {
+        Status {
             source: "agent".into(),
             uptime_secs: Some(5),
             logs: vec![LogStatus {
@@ -310,8 +391,32 @@ mod tests {
             }),
             bans_in_force: 1,
             window_evictions: Some(0),
+            fleet: Some(FleetReport {
+                name: "mx1".into(),
+                state: "connected".into(),
+                synced: true,
+                members: vec![crate::agent::MemberReport {
+                    name: "mx2".into(),
+                    last_heard: Some(1_700_000_000),
+                    bans: 4,
+                    enforced: 3,
+                    accepted: true,
+                    local: false,
+                }],
+                enforced: vec![crate::agent::EnforcedBans {
+                    origin: "mx2".into(),
+                    jail: "dovecot".into(),
+                    bans: 3,
+                }],
+                ..FleetReport::default()
+            }),
             ..Status::default()
-        };
+        }
+    }
+
+    #[test]
+    fn renders_counters_and_histogram() {
+        let status = full_status();
         let mut h = Histogram::default();
         h.observe(Duration::from_micros(500));
         h.observe(Duration::from_millis(30));
@@ -326,8 +431,65 @@ mod tests {
             "jailer_ban_latency_seconds_bucket{le=\"0.001\"} 1",
             "jailer_ban_latency_seconds_bucket{le=\"0.05\"} 2",
             "jailer_ban_latency_seconds_count 2",
+            "jailer_fleet_connected 1",
+            "jailer_fleet_member_last_heard_timestamp_seconds{member=\"mx2\"} 1700000000",
+            "jailer_fleet_member_bans{member=\"mx2\"} 4",
+            "jailer_fleet_enforced_bans{origin=\"mx2\",jail=\"dovecot\"} 3",
         ] {
             assert!(text.contains(want), "missing {want}:\n{text}");
+        }
+    }
+
+    /// Every metric the Grafana dashboard in dist/ queries is one the agent
+    /// exports.
+    #[test]
+    fn the_dashboard_queries_only_exported_metrics() {
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../../dist/grafana-dashboard.json")).unwrap();
+        let mut exprs = Vec::new();
+        fn walk<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+            match v {
+                serde_json::Value::Object(map) => {
+                    for (k, v) in map {
+                        match (k.as_str(), v.as_str()) {
+                            ("expr" | "query", Some(text)) => out.push(text),
+                            _ => walk(v, out),
+                        }
+                    }
+                }
+                serde_json::Value::Array(list) => list.iter().for_each(|v| walk(v, out)),
+                _ => {}
+            }
+        }
+        walk(&dashboard, &mut exprs);
+        assert!(exprs.len() >= 15, "{exprs:?}");
+        let text = render(&full_status(), 1, &Histogram::default());
+        let exported: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        let mut queried = Vec::new();
+        for expr in exprs {
+            for (i, _) in expr.match_indices("jailer_") {
+                let name: String = expr[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                queried.push(name);
+            }
+        }
+        assert!(queried.len() >= 15);
+        for name in queried {
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .filter(|f| exported.contains(f))
+                .unwrap_or(&name);
+            assert!(
+                exported.contains(&family),
+                "the dashboard queries {name}, which the agent does not export"
+            );
         }
     }
 }

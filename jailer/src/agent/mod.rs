@@ -5,6 +5,7 @@
 //! mutable state: no locks.
 
 pub mod control;
+mod fleet;
 pub mod metrics;
 mod reload;
 pub mod status;
@@ -19,23 +20,27 @@ use std::{
 
 use tokio::{
     signal::unix::{SignalKind, signal},
-    sync::{Notify, mpsc},
+    sync::{Notify, mpsc, oneshot},
     task::JoinHandle,
 };
 use tracing::{info, warn};
 
+pub use self::fleet::{EnforcedBans, FleetReport, MemberReport};
 use self::{
     control::{Call, Request, Response},
     metrics::Histogram,
 };
 use crate::{
-    config::{Config, XdpAction},
+    config::{Backend, Config, XdpAction},
     error::{Chain, Error},
     host,
-    jail::Engine,
+    jail::{Engine, Restoration},
     kernel::{self, Attached, BanTable},
-    source::{DirWatcher, Follower, LogBatch, SourceError, follow},
-    state::{self, AgentLock, Journal, Snapshot},
+    source::{
+        DirWatcher, Follower, JournalLocation, JournalMatch, LogBatch, Resume, SourceError,
+        SourceId, follow, follow_journal,
+    },
+    state::{self, AgentLock, Journal, Record, Snapshot},
 };
 
 /// How often positions and windows are saved, and the journal synced,
@@ -60,7 +65,7 @@ pub struct AgentOptions {
     pub lock: Option<AgentLock>,
     /// Told once every log is open at its starting position and the control
     /// socket answers: lines appended from then on are read.
-    pub ready: Option<tokio::sync::oneshot::Sender<()>>,
+    pub ready: Option<oneshot::Sender<()>>,
 }
 
 /// [`run_agent_with`] with no reload, no XDP management.
@@ -72,10 +77,21 @@ pub async fn run_agent<T: BanTable + 'static>(
     run_agent_with(config, table, shutdown, AgentOptions::default()).await
 }
 
-/// A followed log: its task, and how to wake it.
+/// A followed source: its task, and how to wake it (files only: journal
+/// sources wake on their own).
 struct Followed {
     task: JoinHandle<()>,
-    wake: Arc<Notify>,
+    wake: Option<Arc<Notify>>,
+}
+
+/// What following a configuration's sources needs, prepared (fallibly)
+/// before anything changes.
+struct Watch {
+    watcher: DirWatcher,
+    /// A wake-up per log file.
+    wakes: HashMap<PathBuf, Arc<Notify>>,
+    /// Per jail reading the journal: where, and which entries.
+    journals: HashMap<String, (JournalLocation, JournalMatch)>,
 }
 
 struct Agent<T: BanTable> {
@@ -84,22 +100,26 @@ struct Agent<T: BanTable> {
     engine: Engine<T>,
     journal: Journal,
     /// Where the journal was read up to: records others append after it
-    /// (`jailer ban`/`unban`) are taken in.
-    journal_offset: u64,
+    /// (`jailer ban`/`unban`) are taken in. `None` until it was first read.
+    journal_offset: Option<u64>,
+    /// Ban records not written yet (the journal was busy being compacted).
+    unjournaled: Vec<Record>,
     /// Records appended since the journal was last synced to disk.
     unsynced: bool,
     snapshot: Snapshot,
-    /// Jail indexes per followed log.
-    path_jails: HashMap<PathBuf, Vec<usize>>,
-    followers: HashMap<PathBuf, Followed>,
+    /// Jail indexes per followed source.
+    source_jails: HashMap<SourceId, Vec<usize>>,
+    followers: HashMap<SourceId, Followed>,
     watcher: Option<DirWatcher>,
     batches: mpsc::Sender<LogBatch>,
-    lines_read: BTreeMap<PathBuf, u64>,
+    lines_read: BTreeMap<SourceId, u64>,
     started: Instant,
     latency: Histogram,
     evictions_reported: u64,
     /// ifindex of each configured interface when last checked (`None`: absent).
     ifindexes: HashMap<String, Option<u32>>,
+    /// The fleet link (`[fleet]`), started once the journal is read.
+    fleet: Option<fleet::Link>,
 }
 
 /// Runs the agent until `shutdown` resolves.
@@ -116,14 +136,16 @@ pub async fn run_agent_with<T: BanTable + 'static>(
     };
     let now = SystemTime::now();
     let journal = Journal::new(&config.state_dir);
-    let replay = match journal.compact(now) {
-        Ok(replay) => replay,
-        Err(e) => {
-            warn!(error = %Chain(&e), "compacting the ban journal failed; reading it as it is");
-            journal.replay(now)?
-        }
-    };
     let mut table = table;
+    // The journal is read (and compacted) on another thread while the logs
+    // are already followed: a restart with a million bans pinned must not
+    // wait for it. After a reboot the maps are empty and the restore writes
+    // them; until then the bans survive in the maps anyway.
+    let maps_empty = table.is_empty()?;
+    let restoring = {
+        let journal = Journal::new(&config.state_dir);
+        tokio::task::spawn_blocking(move || restoration(&journal, now, maps_empty))
+    };
     let monitor = config.xdp_action == XdpAction::Monitor;
     table.set_monitor(monitor)?;
     if monitor {
@@ -134,12 +156,7 @@ pub async fn run_agent_with<T: BanTable + 'static>(
     }
     let mut engine = Engine::new(config.jails.clone(), table);
     engine.set_own_addresses(host::own_addresses());
-    let restored = engine.restore(&replay, now)?;
-    let journal_offset = journal.size()?;
-    if restored > 0 {
-        info!(count = restored, "bans restored from the journal");
-    }
-    drop(replay);
+    engine.set_ignoreip(config.ignoreip.clone());
     let mut snapshot = Snapshot::load(&config.state_dir)?;
     engine.import_windows(std::mem::take(&mut snapshot.windows));
 
@@ -164,10 +181,11 @@ pub async fn run_agent_with<T: BanTable + 'static>(
         options,
         engine,
         journal,
-        journal_offset,
+        journal_offset: None,
+        unjournaled: Vec::new(),
         unsynced: false,
         snapshot,
-        path_jails: HashMap::new(),
+        source_jails: HashMap::new(),
         followers: HashMap::new(),
         watcher: None,
         batches,
@@ -176,10 +194,15 @@ pub async fn run_agent_with<T: BanTable + 'static>(
         latency: Histogram::default(),
         evictions_reported: 0,
         ifindexes: HashMap::new(),
+        fleet: None,
     };
     agent.note_interfaces();
-    let watcher = agent.watch(&agent.log_jails(&agent.config))?;
-    agent.follow_logs(watcher);
+    let watcher = agent.watch(&agent.config)?;
+    // Journals open on their own tasks: ready means they too are positioned,
+    // so nothing appended from then on is missed.
+    for opened in agent.follow_logs(watcher) {
+        let _ = opened.await;
+    }
     // Bound last: a socket that answers means the logs are followed.
     let control_task = match control::bind(&config.state_dir) {
         Ok(listener) => Some(tokio::spawn(control::serve(listener, calls_tx))),
@@ -199,6 +222,8 @@ pub async fn run_agent_with<T: BanTable + 'static>(
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(SNAPSHOT_EVERY);
     let mut dirty = false;
+    tokio::pin!(restoring);
+    let mut restored = false;
     loop {
         let next_expiry = agent.engine.next_expiry().map(|t| {
             tokio::time::Instant::now()
@@ -218,11 +243,31 @@ pub async fn run_agent_with<T: BanTable + 'static>(
             } => {
                 agent.engine.expire(SystemTime::now());
             }
+            done = &mut restoring, if !restored => {
+                restored = true;
+                match done {
+                    Ok(Ok((restoration, offset))) => agent.restore(restoration, offset),
+                    Ok(Err(e)) => {
+                        warn!(error = %Chain(&e), "reading the ban journal failed: bans in the maps stay, expiry and repeat counts start afresh");
+                        agent.journal_offset = agent.journal.size().ok();
+                    }
+                    Err(_) => warn!("reading the ban journal stopped"),
+                }
+                agent.start_fleet();
+            }
+            event = fleet::next_event(&mut agent.fleet) => match event {
+                Some(event) => agent.on_fleet(event),
+                None => {
+                    warn!("the fleet link stopped; local bans go on");
+                    agent.fleet = None;
+                }
+            },
             _ = tick.tick() => {
                 if dirty {
                     agent.save();
                     dirty = false;
                 }
+                agent.write_journal();
                 agent.sync_journal();
                 agent.read_journal();
                 agent.report_evictions();
@@ -246,128 +291,271 @@ pub async fn run_agent_with<T: BanTable + 'static>(
     for task in [control_task, metrics_task].into_iter().flatten() {
         task.abort();
     }
+    agent.leave_fleet().await;
     // Ours to remove: we hold the state directory's lock.
     let _ = std::fs::remove_file(control::socket_path(&agent.config.state_dir));
     agent.save();
+    if !agent.unjournaled.is_empty()
+        && let Err(e) = agent.journal.append(&agent.unjournaled, false)
+    {
+        warn!(error = %Chain(&e), "bans could not be journaled at shutdown");
+    }
     agent.sync_journal();
     Ok(())
 }
 
+/// The journal compacted, read and prepared for the engine, off the loop;
+/// and the size it has after compaction (where later records start).
+fn restoration(
+    journal: &Journal,
+    now: SystemTime,
+    maps_empty: bool,
+) -> Result<(Restoration, u64), Error> {
+    let (replay, size) = match journal.compact(now) {
+        Ok(done) => done,
+        Err(e) => {
+            warn!(error = %Chain(&e), "compacting the ban journal failed; reading it as it is");
+            let size = journal.size()?;
+            (journal.replay(now)?, size)
+        }
+    };
+    Ok((Restoration::prepare(&replay, now, maps_empty), size))
+}
+
 impl<T: BanTable> Agent<T> {
-    /// Jail indexes per log path of `config`.
-    fn log_jails(&self, config: &Config) -> HashMap<PathBuf, Vec<usize>> {
-        let mut path_jails: HashMap<PathBuf, Vec<usize>> = HashMap::new();
+    /// Jail indexes per source of `config`: each log file, and the
+    /// journal of each jail that reads it.
+    fn source_jails(&self, config: &Config) -> HashMap<SourceId, Vec<usize>> {
+        let mut sources: HashMap<SourceId, Vec<usize>> = HashMap::new();
         for (i, jail) in config.jails.iter().enumerate() {
-            for path in &jail.logpaths {
-                path_jails.entry(path.clone()).or_default().push(i);
+            match jail.backend {
+                Backend::Auto => {
+                    for path in &jail.logpaths {
+                        sources
+                            .entry(SourceId::File(path.clone()))
+                            .or_default()
+                            .push(i);
+                    }
+                }
+                Backend::Systemd => sources
+                    .entry(SourceId::Journal(jail.name.clone()))
+                    .or_default()
+                    .push(i),
             }
         }
-        path_jails
+        sources
     }
 
-    /// inotify on the directories of `logs`, with a wake-up per log (the
-    /// followers already running keep theirs). Fallible, and done before
-    /// anything changes, so a reload that cannot watch changes nothing.
-    fn watch(
-        &self,
-        logs: &HashMap<PathBuf, Vec<usize>>,
-    ) -> Result<(DirWatcher, HashMap<PathBuf, Arc<Notify>>), Error> {
-        let wakes: HashMap<PathBuf, Arc<Notify>> = logs
-            .keys()
-            .map(|p| {
-                let wake = self
-                    .followers
-                    .get(p)
-                    .map_or_else(|| Arc::new(Notify::new()), |f| f.wake.clone());
-                (p.clone(), wake)
-            })
-            .collect();
+    /// inotify on the directories of the log files in `sources`, with a
+    /// wake-up per file (followers already running keep theirs); the
+    /// journalmatch of each journal source, parsed. Fallible, and done
+    /// before anything changes, so a reload that cannot watch or parse
+    /// changes nothing.
+    fn watch(&self, config: &Config) -> Result<Watch, Error> {
+        let sources = self.source_jails(config);
+        let mut wakes = HashMap::new();
+        let mut journals = HashMap::new();
+        for (source, jails) in &sources {
+            match source {
+                SourceId::File(path) => {
+                    let wake = self
+                        .followers
+                        .get(source)
+                        .and_then(|f| f.wake.clone())
+                        .unwrap_or_else(|| Arc::new(Notify::new()));
+                    wakes.insert(path.clone(), wake);
+                }
+                SourceId::Journal(name) => {
+                    let Some(jail) = jails.first().and_then(|&i| config.jails.get(i)) else {
+                        continue;
+                    };
+                    let matches = JournalMatch::parse(&jail.journalmatch).map_err(|source| {
+                        SourceError::Journalmatch {
+                            jail: name.clone(),
+                            source,
+                        }
+                    })?;
+                    let location = jail
+                        .journalpath
+                        .clone()
+                        .map_or(JournalLocation::System, JournalLocation::Directory);
+                    journals.insert(name.clone(), (location, matches));
+                }
+            }
+        }
         let list: Vec<(PathBuf, Arc<Notify>)> =
             wakes.iter().map(|(p, w)| (p.clone(), w.clone())).collect();
         let watcher = DirWatcher::new(&list).map_err(|source| SourceError::Watch {
             path: list.first().map(|(p, _)| p.clone()).unwrap_or_default(),
             source,
         })?;
-        Ok((watcher, wakes))
+        Ok(Watch {
+            watcher,
+            wakes,
+            journals,
+        })
     }
 
-    /// Starts a follower for each log not yet followed, stops those of logs
-    /// no jail names any more, and installs the new watcher. Infallible: the
-    /// fallible part is [`Agent::watch`].
-    fn follow_logs(&mut self, (watcher, wakes): (DirWatcher, HashMap<PathBuf, Arc<Notify>>)) {
-        let path_jails = self.log_jails(&self.config);
-        self.followers.retain(|path, followed| {
-            let keep = path_jails.contains_key(path);
+    /// Starts a follower for each source not yet followed, stops those no
+    /// jail reads any more, and installs the new watcher. Infallible: the
+    /// fallible part is [`Agent::watch`]. Returns, per journal started, when
+    /// it has been opened at its starting position (files are opened here).
+    fn follow_logs(&mut self, watch: Watch) -> Vec<oneshot::Receiver<()>> {
+        let mut opening = Vec::new();
+        let sources = self.source_jails(&self.config);
+        self.followers.retain(|source, followed| {
+            let keep = sources.contains_key(source);
             if !keep {
                 followed.task.abort();
-                info!(log = %path.display(), "no longer followed");
+                info!(%source, "no longer followed");
             }
             keep
         });
-        for (path, wake) in wakes {
-            if self.followers.contains_key(&path) {
+        for (path, wake) in watch.wakes {
+            let source = SourceId::File(path);
+            if self.followers.contains_key(&source) {
                 continue;
             }
-            let follower = Follower::open(&path, self.snapshot.positions.get(&path).copied());
+            let SourceId::File(path) = &source else {
+                continue;
+            };
+            let follower = Follower::open(path, self.snapshot.positions.get(path).copied());
             let task = tokio::spawn(follow(follower, wake.clone(), self.batches.clone()));
-            self.followers.insert(path, Followed { task, wake });
+            self.followers.insert(
+                source,
+                Followed {
+                    task,
+                    wake: Some(wake),
+                },
+            );
         }
-        self.watcher = Some(watcher);
-        for (path, jails) in &path_jails {
+        for (jail, (location, matches)) in watch.journals {
+            let source = SourceId::Journal(jail.clone());
+            if let Some(old) = self.followers.remove(&source) {
+                // The journalmatch or path may have changed: start afresh
+                // from the last entry handled.
+                old.task.abort();
+            }
+            let cursor = self.snapshot.cursors.get(&jail).cloned();
+            let (opened, is_opened) = oneshot::channel();
+            opening.push(is_opened);
+            let task = tokio::spawn(follow_journal(
+                jail,
+                location,
+                matches,
+                cursor,
+                self.batches.clone(),
+                opened,
+            ));
+            self.followers.insert(source, Followed { task, wake: None });
+        }
+        self.watcher = Some(watch.watcher);
+        for (source, jails) in &sources {
             let names: Vec<&str> = jails
                 .iter()
                 .map(|&i| self.config.jails[i].name.as_str())
                 .collect();
-            info!(log = %path.display(), jails = %names.join(","), "following");
+            info!(%source, jails = %names.join(","), "following");
         }
-        // Wake every follower once: a reload may have added a jail to a log
-        // that has unread lines.
-        self.followers.values().for_each(|f| f.wake.notify_one());
-        self.path_jails = path_jails;
+        // Wake every file follower once: a reload may have added a jail to
+        // a log that has unread lines.
+        self.followers
+            .values()
+            .filter_map(|f| f.wake.as_ref())
+            .for_each(|w| w.notify_one());
+        self.source_jails = sources;
+        opening
     }
 
     /// Runs a batch through its jails and journals the bans it made;
     /// `true` when a position moved.
     fn handle(&mut self, batch: LogBatch) -> bool {
-        let Some(jails) = self.path_jails.get(&batch.source) else {
-            return false; // a log dropped by a reload
+        let Some(jails) = self.source_jails.get(&batch.source) else {
+            return false; // a source dropped by a reload
         };
         let now = SystemTime::now();
-        for line in batch.lines.iter() {
-            for _event in self.engine.handle_line(jails, line, now) {
+        let mut bans = Vec::new();
+        for (line, time) in batch.lines.iter_timed() {
+            let events = self
+                .engine
+                .handle_line(&batch.source, jails, line, time, now);
+            for _ in &events {
                 // From reading the line to the map write, monotonic.
                 self.latency.observe(batch.read_at.elapsed());
             }
+            bans.extend(events);
         }
-        let records = self.engine.take_records();
-        if let Err(e) = self.journal.append(&records, false) {
-            warn!(error = %Chain(&e), bans = records.len(), "bans are enforced but could not be journaled; they will not survive a reboot");
-        }
-        self.unsynced |= !records.is_empty();
+        self.publish_bans(&bans);
+        self.publish_failures();
+        self.unjournaled.extend(self.engine.take_records());
+        self.write_journal();
         *self.lines_read.entry(batch.source.clone()).or_default() += batch.lines.len() as u64;
-        match batch.position {
-            Some(pos) => {
-                self.snapshot.positions.insert(batch.source, pos);
+        match (batch.source, batch.resume) {
+            (SourceId::File(path), Some(Resume::File(pos))) => {
+                self.snapshot.positions.insert(path, pos);
                 true
             }
-            None => false,
+            (SourceId::Journal(jail), Some(Resume::Journal(cursor))) => {
+                self.snapshot.cursors.insert(jail, cursor);
+                true
+            }
+            _ => false,
         }
+    }
+
+    /// Takes in the journal read at start.
+    fn restore(&mut self, restoration: Restoration, offset: u64) {
+        let to_write = restoration.to_write();
+        match self.engine.restore(restoration) {
+            Ok(n) if n > 0 => info!(
+                count = n,
+                "bans restored from the journal into the empty maps"
+            ),
+            Ok(_) => {}
+            Err(e) => warn!(error = %Chain(&e), wanted = to_write, "restoring bans failed"),
+        }
+        self.journal_offset = Some(offset);
+        // Whatever was appended since the journal was read.
+        self.read_journal();
+        // Reading a million bans leaves a lot freed: give it back.
+        // SAFETY: malloc_trim only returns free heap memory to the system.
+        unsafe { libc::malloc_trim(0) };
     }
 
     /// Takes in what others appended to the journal since it was last read.
     fn read_journal(&mut self) -> usize {
-        match self
-            .journal
-            .read_from(self.journal_offset, SystemTime::now())
-        {
+        let Some(offset) = self.journal_offset else {
+            return 0; // the journal has not been read yet
+        };
+        match self.journal.read_from(offset, SystemTime::now()) {
             Ok((records, offset)) => {
-                self.journal_offset = offset;
-                self.engine.apply_records(&records);
+                self.journal_offset = Some(offset);
+                let changes = self.engine.apply_records(&records);
+                self.publish_changes(&changes);
                 records.len()
             }
             Err(e) => {
                 warn!(error = %Chain(&e), "reading the ban journal failed");
                 0
+            }
+        }
+    }
+
+    /// Appends the bans not journaled yet; if the journal is being
+    /// compacted, they wait for the next batch or tick (never the loop).
+    fn write_journal(&mut self) {
+        if self.unjournaled.is_empty() {
+            return;
+        }
+        match self.journal.try_append(&self.unjournaled) {
+            Ok(true) => {
+                self.unjournaled.clear();
+                self.unsynced = true;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                warn!(error = %Chain(&e), bans = self.unjournaled.len(), "bans are enforced but could not be journaled; they will not survive a reboot");
+                self.unjournaled.clear();
             }
         }
     }
@@ -462,6 +650,12 @@ impl<T: BanTable> Agent<T> {
             },
             Request::JournalChanged => Response::JournalRead {
                 records: self.read_journal(),
+            },
+            Request::Fleet => match self.fleet_report() {
+                Some(report) => Response::Fleet { report },
+                None => Response::Error {
+                    message: "this agent has no [fleet] configured".into(),
+                },
             },
             Request::Reload => match self.reload() {
                 Ok(jails) => Response::Reloaded { jails },

@@ -31,13 +31,13 @@ impl<T: BanTable> Agent<T> {
             Error::Usage("this agent was started without a config file to reload".into())
         })?;
         // 1. Everything fallible, nothing changed yet.
-        let new = Config::load_for_run(&path)?;
+        let mut new = Config::load_for_run(&path)?;
         if new.bpffs != self.config.bpffs || new.state_dir != self.config.state_dir {
             return Err(Error::Usage(
                 "bpffs and state_dir cannot change on reload: restart the agent".into(),
             ));
         }
-        let watcher = self.watch(&self.log_jails(&new))?;
+        let watcher = self.watch(&new)?;
         let interfaces_changed = self.options.manage_xdp
             && (new.interfaces != self.config.interfaces || new.xdp_mode != self.config.xdp_mode);
         if interfaces_changed {
@@ -50,6 +50,10 @@ impl<T: BanTable> Agent<T> {
         if new.metrics_listen != self.config.metrics_listen {
             warn!("metrics_listen changed: it takes effect at the next restart");
         }
+        if new.fleet != self.config.fleet {
+            warn!("[fleet] changed: it takes effect at the next restart");
+            new.fleet = self.config.fleet.clone();
+        }
         let table = self.engine.table_mut();
         if new.xdp_action != self.config.xdp_action {
             let monitor = new.xdp_action == XdpAction::Monitor;
@@ -61,9 +65,11 @@ impl<T: BanTable> Agent<T> {
         }
         self.save();
         self.engine.reconfigure(new.jails.clone());
+        self.engine.set_ignoreip(new.ignoreip.clone());
         self.config = new;
         self.note_interfaces();
-        self.follow_logs(watcher);
+        // Journals it (re)started open in the background; a reload does not wait.
+        drop(self.follow_logs(watcher));
         Ok(self.engine.jail_names())
     }
 }

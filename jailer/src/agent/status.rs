@@ -33,6 +33,9 @@ pub struct Status {
     pub bans_in_force: usize,
     /// Failure windows evicted to bound memory (agent only).
     pub window_evictions: Option<u64>,
+    /// The fleet link, with a `[fleet]` (agent only).
+    #[serde(default)]
+    pub fleet: Option<super::FleetReport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -176,16 +179,17 @@ impl<T: BanTable> super::Agent<T> {
             interfaces,
             packets: kernel::packet_stats(&self.config.bpffs),
             logs: self
-                .path_jails
+                .source_jails
                 .keys()
-                .map(|p| LogStatus {
-                    path: p.display().to_string(),
-                    lines: self.lines_read.get(p).copied().unwrap_or(0),
+                .map(|source| LogStatus {
+                    path: source.to_string(),
+                    lines: self.lines_read.get(source).copied().unwrap_or(0),
                 })
                 .collect(),
             jails,
             bans_in_force: self.engine.bans_in_force(now),
             window_evictions: Some(self.engine.evictions()),
+            fleet: self.fleet_report(),
         }
     }
 }

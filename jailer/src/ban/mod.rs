@@ -8,8 +8,8 @@ mod target;
 use std::time::{Duration, SystemTime};
 
 pub use self::{
-    ports::{PortError, PortSet, parse_port},
-    target::{Target, TargetError, canonical_ip, canonical_v6},
+    ports::{PortError, PortSet, Ports, parse_port},
+    target::{Target, TargetError, canonical_ip, canonical_v6, lockout_risk},
 };
 
 /// When a ban lapses.
@@ -52,7 +52,7 @@ impl Expiry {
 }
 
 /// One ban, independent of where it is kept.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Ban {
     pub ports: PortSet,
     pub expiry: Expiry,
@@ -108,7 +108,7 @@ mod tests {
     fn ban(ports: &[u16], secs: Option<u64>) -> Ban {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         Ban::new(
-            PortSet::Only(ports.to_vec()),
+            PortSet::only(ports),
             Expiry::after(t0, secs.map(Duration::from_secs)),
         )
     }
@@ -132,7 +132,7 @@ mod tests {
     #[test]
     fn merge_takes_union_and_later_expiry() {
         let m = ban(&[110], Some(600)).merge(&ban(&[143], Some(60)));
-        assert_eq!(m.ports, PortSet::Only(vec![110, 143]));
+        assert_eq!(m.ports, PortSet::only(&[110, 143]));
         assert_eq!(m.expiry, ban(&[], Some(600)).expiry);
         assert_eq!(
             ban(&[110], Some(6)).merge(&ban(&[110], None)).expiry,

@@ -1,6 +1,6 @@
 //! The TCP ports a ban covers: a jail's `port` list, or every port.
 
-use std::{fmt, str::FromStr};
+use std::{fmt, ops::Deref, str::FromStr};
 
 use jailer_common::{BAN_ALL_PORTS, BAN_MAX_PORTS};
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
@@ -19,12 +19,52 @@ const SERVICES: &[(&str, u16)] = &[
     ("sieve", 4190),
 ];
 
-/// Ports a ban applies to. `All` is fail2ban's `port = 0:65535`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// Ports a ban applies to. `All` is fail2ban's `port = 0:65535`. A value,
+/// not a heap list: a million bans carry their ports without allocating.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PortSet {
     All,
-    /// Sorted, deduplicated, non-zero, at most `BAN_MAX_PORTS`.
-    Only(Vec<u16>),
+    Only(Ports),
+}
+
+/// A few ports: sorted, deduplicated, non-zero, at most `BAN_MAX_PORTS`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Ports {
+    ports: [u16; BAN_MAX_PORTS],
+    len: u8,
+}
+
+impl Ports {
+    /// `list` sorted and deduplicated, zeros dropped; `None` when more than
+    /// `BAN_MAX_PORTS` remain.
+    pub fn new(list: &[u16]) -> Option<Self> {
+        let mut sorted: Vec<u16> = list.iter().copied().filter(|&p| p != 0).collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.len() > BAN_MAX_PORTS {
+            return None;
+        }
+        let mut ports = [0; BAN_MAX_PORTS];
+        ports[..sorted.len()].copy_from_slice(&sorted);
+        Some(Self {
+            ports,
+            len: sorted.len() as u8,
+        })
+    }
+}
+
+impl Deref for Ports {
+    type Target = [u16];
+
+    fn deref(&self) -> &[u16] {
+        &self.ports[..usize::from(self.len)]
+    }
+}
+
+impl fmt::Debug for Ports {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
 }
 
 /// Why a port list was refused.
@@ -84,11 +124,17 @@ impl PortSet {
         }
         ports.sort_unstable();
         ports.dedup();
-        match ports.len() {
-            0 => Err(PortError::Empty),
-            n if n > BAN_MAX_PORTS => Err(PortError::TooMany { count: n }),
-            _ => Ok(Self::Only(ports)),
+        match (ports.len(), Ports::new(&ports)) {
+            (0, _) => Err(PortError::Empty),
+            (_, Some(ports)) => Ok(Self::Only(ports)),
+            (n, None) => Err(PortError::TooMany { count: n }),
         }
+    }
+
+    /// These ports; more than a ban can carry is `All` (wider, never
+    /// narrower).
+    pub fn only(list: &[u16]) -> Self {
+        Ports::new(list).map_or(Self::All, Self::Only)
     }
 
     /// The `(ports, flags)` pair stored in a `BanValue`.
@@ -108,9 +154,7 @@ impl PortSet {
         if flags & BAN_ALL_PORTS != 0 {
             return Self::All;
         }
-        let mut only: Vec<u16> = ports.iter().copied().filter(|&p| p != 0).collect();
-        only.sort_unstable();
-        Self::Only(only)
+        Self::only(ports)
     }
 }
 
@@ -137,14 +181,8 @@ impl PortSet {
     pub fn union(&self, other: &Self) -> Self {
         match (self, other) {
             (Self::Only(a), Self::Only(b)) => {
-                let mut ports: Vec<u16> = a.iter().chain(b).copied().collect();
-                ports.sort_unstable();
-                ports.dedup();
-                if ports.len() > BAN_MAX_PORTS {
-                    Self::All
-                } else {
-                    Self::Only(ports)
-                }
+                let both: Vec<u16> = a.iter().chain(b.iter()).copied().collect();
+                Self::only(&both)
             }
             _ => Self::All,
         }
@@ -179,8 +217,13 @@ impl fmt::Display for PortSet {
         match self {
             Self::All => f.write_str("all"),
             Self::Only(ports) => {
-                let list: Vec<String> = ports.iter().map(u16::to_string).collect();
-                f.write_str(&list.join(","))
+                for (i, port) in ports.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    write!(f, "{port}")?;
+                }
+                Ok(())
             }
         }
     }
@@ -210,7 +253,7 @@ mod tests {
     #[test]
     fn set_sorts_dedups_and_roundtrips() {
         let set = PortSet::parse(&["pop3s", "110", "pop3"]).unwrap();
-        assert_eq!(set, PortSet::Only(vec![110, 995]));
+        assert_eq!(set, PortSet::only(&[110, 995]));
         let (raw, flags) = set.to_raw();
         assert_eq!(PortSet::from_raw(&raw, flags), set);
         assert_eq!(set.to_string(), "110,995");
@@ -218,25 +261,25 @@ mod tests {
 
     #[test]
     fn text_form_is_strict() {
-        assert_eq!("110,995".parse(), Ok(PortSet::Only(vec![110, 995])));
+        assert_eq!("110,995".parse(), Ok(PortSet::only(&[110, 995])));
         assert_eq!("all".parse(), Ok(PortSet::All));
         for bad in ["", "1l0", "110;995", "110,", "0", "all,x"] {
             assert!(bad.parse::<PortSet>().is_err(), "{bad} accepted");
         }
-        let json = serde_json::to_string(&PortSet::Only(vec![110, 995])).unwrap();
+        let json = serde_json::to_string(&PortSet::only(&[110, 995])).unwrap();
         assert_eq!(json, "\"110,995\"");
         assert!(serde_json::from_str::<PortSet>("\"1l0\"").is_err());
     }
 
     #[test]
     fn covers_and_union() {
-        let pop3 = PortSet::Only(vec![110]);
-        let both = PortSet::Only(vec![110, 143]);
+        let pop3 = PortSet::only(&[110]);
+        let both = PortSet::only(&[110, 143]);
         assert!(both.covers(&pop3) && !pop3.covers(&both));
         assert!(PortSet::All.covers(&both) && !both.covers(&PortSet::All));
-        assert_eq!(pop3.union(&PortSet::Only(vec![143])), both);
-        let many = PortSet::Only((1..=8).collect());
-        assert_eq!(many.union(&PortSet::Only(vec![9])), PortSet::All);
+        assert_eq!(pop3.union(&PortSet::only(&[143])), both);
+        let many = PortSet::only(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(many.union(&PortSet::only(&[9])), PortSet::All);
         assert!(both.contains(143) && !both.contains(25));
     }
 

@@ -4,7 +4,7 @@
 
 use std::{
     fmt,
-    net::{IpAddr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     str::FromStr,
 };
 
@@ -30,9 +30,17 @@ impl Target {
         Self(IpNet::from(canonical_ip(ip)))
     }
 
-    /// A network; host bits are cleared, and a full-length prefix is a host.
+    /// A network; host bits are cleared, a full-length prefix is a host,
+    /// and `::ffff:a.b.c.d/96+n` is the IPv4 network `a.b.c.d/n`.
     pub fn network(net: IpNet) -> Self {
         let net = net.trunc();
+        if let IpNet::V6(v6) = net
+            && v6.prefix_len() >= 96
+            && let Some(v4) = v6.addr().to_ipv4_mapped()
+            && let Ok(v4net) = IpNet::new(IpAddr::V4(v4), v6.prefix_len() - 96)
+        {
+            return Self::network(v4net);
+        }
         if net.prefix_len() == net.max_prefix_len() {
             Self::host(net.addr())
         } else {
@@ -140,6 +148,44 @@ impl<'de> Deserialize<'de> for Target {
     }
 }
 
+/// Why banning `target` could lock out the server or everyone, if it could.
+pub fn lockout_risk(target: Target, own: &[IpAddr]) -> Option<String> {
+    if target.prefix_len() == 0 {
+        return Some("a /0 network is every address".into());
+    }
+    let ranges: [(&str, Target); 7] = [
+        (
+            "loopback",
+            Target::network(IpNet::new(Ipv4Addr::LOCALHOST.into(), 8).ok()?),
+        ),
+        ("loopback", Target::host(Ipv6Addr::LOCALHOST.into())),
+        (
+            "the unspecified address",
+            Target::host(Ipv4Addr::UNSPECIFIED.into()),
+        ),
+        (
+            "the unspecified address",
+            Target::host(Ipv6Addr::UNSPECIFIED.into()),
+        ),
+        ("broadcast", Target::host(Ipv4Addr::BROADCAST.into())),
+        (
+            "multicast",
+            Target::network(IpNet::new(Ipv4Addr::new(224, 0, 0, 0).into(), 4).ok()?),
+        ),
+        (
+            "multicast",
+            Target::network(IpNet::new(Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0).into(), 8).ok()?),
+        ),
+    ];
+    let overlaps = |a: &Target, b: &Target| a.contains(b.addr()) || b.contains(a.addr());
+    if let Some((what, _)) = ranges.iter().find(|(_, range)| overlaps(&target, range)) {
+        return Some(format!("it covers {what} addresses"));
+    }
+    own.iter()
+        .find(|ip| target.contains(**ip))
+        .map(|ip| format!("it covers {ip}, an address of this host"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +204,7 @@ mod tests {
         assert_eq!(t("::ffff:203.0.113.7"), t("203.0.113.7"));
         assert_eq!(t("203.0.113.7/32"), t("203.0.113.7"));
         assert_eq!(t("2001:db8::1/128").to_string(), "2001:db8::1");
+        assert_eq!(t("::ffff:192.0.2.9/120"), t("192.0.2.0/24"));
         for bad in ["", "300.1.1.1", "1.2.3.4/33", "example.com", "1.2.3.4/x"] {
             assert!(bad.parse::<Target>().is_err(), "{bad} accepted");
         }
@@ -189,5 +236,38 @@ mod tests {
     fn contains_mapped_addresses() {
         assert!(t("203.0.113.0/24").contains("::ffff:203.0.113.9".parse().unwrap()));
         assert!(!t("203.0.113.0/24").contains("203.0.114.1".parse().unwrap()));
+    }
+
+    fn risk(text: &str) -> Option<String> {
+        lockout_risk(text.parse().unwrap(), &["198.51.100.1".parse().unwrap()])
+    }
+
+    #[test]
+    fn lockout_foot_guns_are_named() {
+        for (target, why) in [
+            ("0.0.0.0/0", "/0"),
+            ("::/0", "/0"),
+            ("127.0.0.1", "loopback"),
+            ("::1", "loopback"),
+            ("0.0.0.0", "unspecified"),
+            ("::", "unspecified"),
+            ("255.255.255.255", "broadcast"),
+            ("224.0.0.5", "multicast"),
+            ("ff02::1", "multicast"),
+            ("198.51.100.1", "this host"),
+            ("198.51.100.0/24", "this host"),
+            ("0.0.0.0/1", "loopback"),
+        ] {
+            let got = risk(target).unwrap_or_default();
+            assert!(got.contains(why), "{target}: {got:?}");
+        }
+        for fine in [
+            "203.0.113.7",
+            "203.0.113.0/24",
+            "2001:db8::1",
+            "198.51.100.2",
+        ] {
+            assert_eq!(risk(fine), None, "{fine}");
+        }
     }
 }

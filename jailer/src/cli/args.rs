@@ -55,7 +55,7 @@ mod tests {
         );
         assert_eq!(
             port_set(&["pop3".into(), "995,143".into()]).unwrap(),
-            PortSet::Only(vec![110, 143, 995])
+            PortSet::only(&[110, 143, 995])
         );
         assert!(port("gopher").unwrap_err().contains("unknown port"));
         assert_eq!(bantime("permanent").unwrap(), Bantime(None));

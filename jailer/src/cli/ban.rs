@@ -1,18 +1,14 @@
 //! `jailer ban` and `jailer unban`: bans by hand, written to the maps (in
 //! force at once, agent or not) and to the journal (kept across reboots).
 
-use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    path::Path,
-    time::SystemTime,
-};
+use std::{io::Read as _, net::IpAddr, path::Path, time::SystemTime};
 
 use tracing::warn;
 
 use super::{BanArgs, UnbanArgs, args, print, require_root};
 use crate::{
     agent::control::{self, Request},
-    ban::{Ban, Expiry, Target},
+    ban::{Ban, Expiry, Target, lockout_risk},
     config::Config,
     error::{Chain, Error},
     host,
@@ -20,46 +16,6 @@ use crate::{
     state::{self, Journal, Record},
     time::format_duration,
 };
-
-/// Why banning `target` could lock out the server or everyone, if it could.
-pub fn lockout_risk(target: Target, own: &[IpAddr]) -> Option<String> {
-    if target.prefix_len() == 0 {
-        return Some("a /0 network is every address".into());
-    }
-    let ranges: [(&str, Target); 7] = [
-        (
-            "loopback",
-            Target::network(ipnet::IpNet::new(Ipv4Addr::LOCALHOST.into(), 8).ok()?),
-        ),
-        ("loopback", Target::host(Ipv6Addr::LOCALHOST.into())),
-        (
-            "the unspecified address",
-            Target::host(Ipv4Addr::UNSPECIFIED.into()),
-        ),
-        (
-            "the unspecified address",
-            Target::host(Ipv6Addr::UNSPECIFIED.into()),
-        ),
-        ("broadcast", Target::host(Ipv4Addr::BROADCAST.into())),
-        (
-            "multicast",
-            Target::network(ipnet::IpNet::new(Ipv4Addr::new(224, 0, 0, 0).into(), 4).ok()?),
-        ),
-        (
-            "multicast",
-            Target::network(
-                ipnet::IpNet::new(Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0).into(), 8).ok()?,
-            ),
-        ),
-    ];
-    let overlaps = |a: &Target, b: &Target| a.contains(b.addr()) || b.contains(a.addr());
-    if let Some((what, _)) = ranges.iter().find(|(_, range)| overlaps(&target, range)) {
-        return Some(format!("it covers {what} addresses"));
-    }
-    own.iter()
-        .find(|ip| target.contains(**ip))
-        .map(|ip| format!("it covers {ip}, an address of this host"))
-}
 
 /// Lets a running agent know the journal changed (it also reads it every
 /// second, so an agent that does not answer still learns).
@@ -69,18 +25,87 @@ fn tell_agent(config: &Config) {
     }
 }
 
+/// A line of a `--file` that was not taken: its number, text, and why.
+type BadLine = (usize, String, String);
+
+/// The targets of a `--file` (`-`: standard input): one per line, `#`
+/// comments and blank lines skipped. Returns the targets and the bad lines.
+fn read_targets(
+    file: &Path,
+    own: &[IpAddr],
+    force: bool,
+) -> Result<(Vec<Target>, Vec<BadLine>), Error> {
+    let io_err = |source| Error::Io {
+        path: file.to_owned(),
+        source,
+    };
+    let text = if file == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).map_err(io_err)?;
+        text
+    } else {
+        std::fs::read_to_string(file).map_err(io_err)?
+    };
+    let mut targets = Vec::new();
+    let mut bad = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let item = line.split('#').next().unwrap_or("").trim();
+        if item.is_empty() {
+            continue;
+        }
+        match item.parse::<Target>() {
+            Ok(target) => match lockout_risk(target, own).filter(|_| !force) {
+                None => targets.push(target),
+                Some(why) => bad.push((i + 1, item.to_owned(), why)),
+            },
+            Err(e) => bad.push((i + 1, item.to_owned(), e.to_string())),
+        }
+    }
+    Ok((targets, bad))
+}
+
+/// Reports the bad lines of a `--file`; with `strict`, refuses the file.
+fn check_lines(file: &Path, bad: &[BadLine], strict: bool) -> Result<(), Error> {
+    for (n, text, why) in bad.iter().take(20) {
+        eprintln!("{}:{n}: `{text}` skipped: {why}", file.display());
+    }
+    if bad.len() > 20 {
+        eprintln!("{}: {} more bad lines", file.display(), bad.len() - 20);
+    }
+    if strict && !bad.is_empty() {
+        return Err(Error::Usage(format!(
+            "{}: {} bad line(s) (first at line {}): nothing done (--strict)",
+            file.display(),
+            bad.len(),
+            bad[0].0
+        )));
+    }
+    Ok(())
+}
+
 pub(super) fn ban(config_path: &Path, args: &BanArgs) -> Result<(), Error> {
     require_root("ban")?;
     let config = Config::load_or_default(config_path)?;
-    let target = args.target;
-    if !args.force {
-        let own: Vec<IpAddr> = host::own_addresses().into_iter().collect();
-        if let Some(why) = lockout_risk(target, &own) {
-            return Err(Error::Usage(format!(
-                "refusing to ban {target}: {why} (add --force if you really mean it)"
-            )));
+    let own: Vec<IpAddr> = host::own_addresses().into_iter().collect();
+    let targets = match (&args.file, args.target) {
+        (Some(file), _) => {
+            let (mut targets, bad) = read_targets(file, &own, args.force)?;
+            check_lines(file, &bad, args.strict)?;
+            // The order the table writes in: when a full map stops it, the
+            // first ones written are the ones to journal.
+            targets.sort_by_key(|t| (!t.is_host(), t.addr().is_ipv6()));
+            targets
         }
-    }
+        (None, Some(target)) => {
+            if let Some(why) = lockout_risk(target, &own).filter(|_| !args.force) {
+                return Err(Error::Usage(format!(
+                    "refusing to ban {target}: {why} (add --force if you really mean it)"
+                )));
+            }
+            vec![target]
+        }
+        (None, None) => return Err(Error::Usage("give an address, or --file".into())),
+    };
     let ports = args::port_set(&args.port).map_err(|e| Error::Usage(format!("--port: {e}")))?;
     let now = SystemTime::now();
     let ban = Ban {
@@ -90,11 +115,22 @@ pub(super) fn ban(config_path: &Path, args: &BanArgs) -> Result<(), Error> {
     };
     state::prepare_state_dir(&config.state_dir)?;
     let (mut table, created) = XdpBanTable::open(&config.bpffs)?;
-    table.insert(target, &ban)?;
-    let journaled =
-        Journal::new(&config.state_dir).append(&[Record::ban(target, "manual", &ban, now)], true);
-    if let Err(e) = journaled {
-        warn!(error = %Chain(&e), "the ban is enforced but not journaled: it will not be restored after a reboot");
+    let banned = match targets.as_slice() {
+        [one] => {
+            table.insert(*one, &ban)?;
+            1
+        }
+        many => {
+            let bans: Vec<(Target, Ban)> = many.iter().map(|t| (*t, ban)).collect();
+            table.insert_many(&bans)?
+        }
+    };
+    let records: Vec<Record> = targets[..banned]
+        .iter()
+        .map(|t| Record::ban(*t, "manual", &ban, now))
+        .collect();
+    if let Err(e) = Journal::new(&config.state_dir).append(&records, true) {
+        warn!(error = %Chain(&e), "the bans are enforced but not journaled: they will not be restored after a reboot");
     }
     tell_agent(&config);
     let how_long = args.time.0.map_or("permanently".to_owned(), |d| {
@@ -105,10 +141,21 @@ pub(super) fn ban(config_path: &Path, args: &BanArgs) -> Result<(), Error> {
     } else {
         ""
     };
+    let what = match targets.as_slice() {
+        [one] => one.to_string(),
+        _ => format!("{banned} address(es)"),
+    };
     print(&format!(
-        "banned {target} on ports {} {how_long}{mode}\n",
+        "banned {what} on ports {} {how_long}{mode}\n",
         ban.ports
     ))?;
+    if banned < targets.len() {
+        eprintln!(
+            "jailer: the ban maps are full: {} of {} banned (raise max_bans)",
+            banned,
+            targets.len()
+        );
+    }
     if created || kernel::attached_interfaces(&config.bpffs).is_empty() {
         eprintln!(
             "note: no interface has the XDP program attached yet; the ban takes effect once `jailer run` attaches it"
@@ -123,66 +170,48 @@ pub(super) fn unban(config_path: &Path, args: &UnbanArgs) -> Result<(), Error> {
     let mut table = XdpBanTable::open_existing(&config.bpffs)?;
     let journal = Journal::new(&config.state_dir);
     let at = crate::time::unix_secs(SystemTime::now());
-    let (record, message) = match args.target {
-        None => {
-            let all: Vec<Target> = table.list()?.into_iter().map(|l| l.target).collect();
-            let n = table.remove_many(&all)?;
-            (
-                Record::UnbanAll { at },
-                format!("unbanned {n} address(es)\n"),
-            )
+    let (records, message) = if args.all {
+        let all: Vec<Target> = table.list()?.into_iter().map(|l| l.target).collect();
+        let n = table.remove_many(&all)?;
+        (
+            vec![Record::UnbanAll { at }],
+            format!("unbanned {n} address(es)\n"),
+        )
+    } else if let Some(file) = &args.file {
+        // Lifting a ban is never a lockout risk: no refusals here.
+        let (targets, bad) = read_targets(file, &[], true)?;
+        check_lines(file, &bad, args.strict)?;
+        let n = table.remove_many(&targets)?;
+        let records = targets
+            .iter()
+            .map(|t| Record::Unban {
+                addr: *t,
+                at,
+                origin: None,
+            })
+            .collect();
+        (
+            records,
+            format!("unbanned {n} of {} address(es)\n", targets.len()),
+        )
+    } else if let Some(target) = args.target {
+        if !table.remove(target)? {
+            return Err(Error::Usage(format!("{target} is not banned")));
         }
-        Some(target) => {
-            if !table.remove(target)? {
-                return Err(Error::Usage(format!("{target} is not banned")));
-            }
-            (
-                Record::Unban { addr: target, at },
-                format!("unbanned {target}\n"),
-            )
-        }
+        (
+            vec![Record::Unban {
+                addr: target,
+                at,
+                origin: None,
+            }],
+            format!("unbanned {target}\n"),
+        )
+    } else {
+        return Err(Error::Usage("give an address, --all or --file".into()));
     };
-    if let Err(e) = journal.append(&[record], true) {
+    if let Err(e) = journal.append(&records, true) {
         warn!(error = %Chain(&e), "the unban is done but not journaled: a reboot would restore the ban");
     }
     tell_agent(&config);
     print(&message)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn risk(text: &str) -> Option<String> {
-        lockout_risk(text.parse().unwrap(), &["198.51.100.1".parse().unwrap()])
-    }
-
-    #[test]
-    fn lockout_foot_guns_are_named() {
-        for (target, why) in [
-            ("0.0.0.0/0", "/0"),
-            ("::/0", "/0"),
-            ("127.0.0.1", "loopback"),
-            ("::1", "loopback"),
-            ("0.0.0.0", "unspecified"),
-            ("::", "unspecified"),
-            ("255.255.255.255", "broadcast"),
-            ("224.0.0.5", "multicast"),
-            ("ff02::1", "multicast"),
-            ("198.51.100.1", "this host"),
-            ("198.51.100.0/24", "this host"),
-            ("0.0.0.0/1", "loopback"),
-        ] {
-            let got = risk(target).unwrap_or_default();
-            assert!(got.contains(why), "{target}: {got:?}");
-        }
-        for fine in [
-            "203.0.113.7",
-            "203.0.113.0/24",
-            "2001:db8::1",
-            "198.51.100.2",
-        ] {
-            assert_eq!(risk(fine), None, "{fine}");
-        }
-    }
 }

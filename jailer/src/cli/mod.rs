@@ -7,6 +7,7 @@ mod ban;
 mod check;
 mod detach;
 mod docs;
+mod fleet;
 mod list;
 mod regex;
 mod reload;
@@ -19,7 +20,6 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::{EnvFilter, fmt};
 
 pub use self::{
-    ban::lockout_risk,
     list::{BanRow, active_bans, format_table},
     regex::{Summary, scan},
     status::render as render_status,
@@ -44,6 +44,7 @@ jailer run --config /etc/jailer/jailer.toml      start the agent\n  \
 jailer ban 203.0.113.7 --time 1d                ban by hand (pop3 by default)\n  \
 jailer list                                      what is banned, for how long, drops\n  \
 jailer status                                    per-jail failures and bans\n  \
+jailer fleet                                     members sharing bans (with [fleet])\n  \
 jailer regex /var/log/mail.log vpopmail          test a filter on a log, like fail2ban-regex\n  \
 bpftool map dump pinned /sys/fs/bpf/jailer/BANS_V4   the raw kernel map"
 )]
@@ -101,6 +102,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The fleet (`[fleet]`) as the running agent sees it: members, when
+    /// each last spoke, the bans each contributed and those enforced here,
+    /// and the link to the NATS servers.
+    Fleet {
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate the configuration as `run` would, without attaching anything
     /// (like fail2ban-client -t): what `check` accepts, `run` starts with.
     Check,
@@ -118,10 +127,19 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("what").required(true))]
 pub struct BanArgs {
     /// IPv4 or IPv6 address, or a network: 203.0.113.0/24, 2001:db8:1::/48.
-    #[arg(value_parser = args::target)]
-    pub target: Target,
+    #[arg(group = "what", value_parser = args::target)]
+    pub target: Option<Target>,
+    /// Ban every address or network in FILE (`-`: standard input), one per
+    /// line; `#` comments and blank lines are skipped. Bad lines are
+    /// reported with their number and the rest banned (see --strict).
+    #[arg(long, group = "what", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// With --file: ban nothing if any line is bad.
+    #[arg(long, requires = "file")]
+    pub strict: bool,
     /// Port to close, by number or name (pop3, pop3s, imap, imaps, smtp,
     /// submission, smtps, sieve) or `all`; repeat for several, or 110,995.
     #[arg(long, short, value_name = "PORT", default_value = "pop3", value_parser = args::port)]
@@ -147,17 +165,31 @@ pub struct UnbanArgs {
     /// Remove every ban.
     #[arg(long, group = "what")]
     pub all: bool,
+    /// Lift the ban on every address or network in FILE (`-`: standard
+    /// input), one per line; `#` comments and blank lines skipped.
+    #[arg(long, group = "what", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// With --file: lift nothing if any line is bad.
+    #[arg(long, requires = "file")]
+    pub strict: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct RegexArgs {
     /// A log file, or a single log line (text with spaces).
     pub log: String,
-    /// A built-in filter (`vpopmail`) or a fail2ban-style filter file.
+    /// A built-in filter (`vpopmail`, `vpopmail[service=pop3]`), a fail2ban
+    /// filter by name (`dovecot`, `dovecot[mode=aggressive]`, looked up in
+    /// --fail2ban-dir), or a filter file's path (options too:
+    /// `/etc/fail2ban/filter.d/postfix.conf[mode=auth]`).
     pub filter: String,
-    /// One JSON object per matched line, then a summary object.
+    /// One JSON object per failure (`line`, and `addr` or `host` for a host
+    /// name, `time`), then a summary object.
     #[arg(long)]
     pub json: bool,
+    /// fail2ban's configuration directory, for filter names.
+    #[arg(long, value_name = "DIR", default_value = crate::config::DEFAULT_FAIL2BAN_DIR)]
+    pub fail2ban_dir: PathBuf,
 }
 
 /// Runs a parsed command line.
@@ -171,6 +203,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::List { json } => list::run(&config, json),
         Command::Status { jail, json } => status::run(&config, jail.as_deref(), json),
         Command::Reload => reload::run(&config),
+        Command::Fleet { json } => fleet::run(&config, json),
         Command::Detach => detach::run(&config),
         Command::Regex(args) => regex::run(&args),
         Command::Completions { shell } => docs::completions(shell),
@@ -201,6 +234,15 @@ fn print(text: &str) -> Result<(), Error> {
             source,
         }),
     }
+}
+
+/// Writes `value` as one pretty JSON document (`--json`).
+fn print_json(value: &impl serde::Serialize) -> Result<(), Error> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Io {
+        path: "stdout".into(),
+        source: e.into(),
+    })?;
+    print(&(text + "\n"))
 }
 
 /// The `jailer` binary: parse, set up logging, run, map the result to an

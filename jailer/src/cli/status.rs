@@ -3,7 +3,7 @@
 
 use std::{fmt::Write as _, path::Path};
 
-use super::{print, require_root};
+use super::{print, print_json, require_root};
 use crate::{
     agent::{
         control::{self, Request, Response},
@@ -31,11 +31,7 @@ pub(super) fn run(config_path: &Path, jail: Option<&str>, json: bool) -> Result<
         if let Some(name) = jail {
             status.jails.retain(|j| j.name == name);
         }
-        let text = serde_json::to_string_pretty(&status).map_err(|e| Error::Io {
-            path: "stdout".into(),
-            source: e.into(),
-        })?;
-        print(&(text + "\n"))
+        print_json(&status)
     } else {
         print(&render(&status, jail))
     }
@@ -96,6 +92,17 @@ pub fn render(status: &Status, only: Option<&str>) -> String {
     let _ = writeln!(out, "|- Bans in force:\t{}", status.bans_in_force);
     if let Some(e) = status.window_evictions {
         let _ = writeln!(out, "|- Window evictions:\t{e}");
+    }
+    if let Some(f) = &status.fleet {
+        let enforced: usize = f.members.iter().map(|m| m.enforced).sum();
+        let _ = writeln!(
+            out,
+            "|- Fleet:\t{} as {}, {} member(s), {} of their bans enforced here (see `jailer fleet`)",
+            f.state,
+            f.name,
+            f.members.len(),
+            enforced
+        );
     }
     let jails: Vec<&JailStatus> = status
         .jails
@@ -172,6 +179,7 @@ mod tests {
             ],
             bans_in_force: 1,
             window_evictions: Some(0),
+            fleet: None,
         };
         let text = render(&s, Some("vpopmail"));
         assert!(text.contains("Uptime:\t1h 1m 1s"), "{text}");

@@ -14,17 +14,21 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
+use toml::Spanned;
 
 use self::raw::RawConfig;
 use crate::{
     ban::{PortSet, Target},
-    filter::{Filter, FilterError},
+    filter::{Filter, FilterContext, FilterError},
+    fleet::{FleetConfig, FleetConfigError, host_name},
 };
 
 /// Where jailer looks when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/jailer/jailer.toml";
 pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf/jailer";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/jailer";
+/// Where fail2ban filter names (`filter = "dovecot"`) are looked up.
+pub const DEFAULT_FAIL2BAN_DIR: &str = "/etc/fail2ban";
 
 /// How the XDP program is attached.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -50,6 +54,24 @@ pub enum XdpAction {
     /// Count it as a would-be drop and let it pass (try jailer beside
     /// fail2ban before enforcing).
     Monitor,
+}
+
+/// Where a jail's lines come from (fail2ban's `backend`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Log files (`logpath`), followed with inotify. fail2ban's `auto`,
+    /// `pyinotify`, `gamin` and `polling` all mean this.
+    #[default]
+    #[serde(
+        alias = "pyinotify",
+        alias = "gamin",
+        alias = "polling",
+        alias = "file"
+    )]
+    Auto,
+    /// The systemd journal, filtered by `journalmatch`.
+    Systemd,
 }
 
 /// A configuration file that cannot be used. Every message names the file.
@@ -82,17 +104,45 @@ pub enum ConfigError {
     /// `run` without an interface to attach to.
     #[error("{}: no `interface` set: name the NIC(s) to protect, e.g. interface = \"eth0\"", path.display())]
     NoInterface { path: PathBuf },
-    /// `run` without any enabled jail.
-    #[error("{}: no enabled jail: add a [jails.NAME] section (see jailer.example.toml)", path.display())]
+    /// `run` without any enabled jail (nor a fleet to enforce).
+    #[error("{}: no enabled jail: add a [jails.NAME] section (see jailer.example.toml), or a [fleet] to enforce", path.display())]
     NoJail { path: PathBuf },
+    /// The `[fleet]` section cannot be used.
+    #[error("{}", at(path, *line))]
+    Fleet {
+        path: PathBuf,
+        line: usize,
+        #[source]
+        source: FleetConfigError,
+    },
     /// A value that is fine alone but cannot work on this machine or with
-    /// the rest of the file.
-    #[error("{}: {key}: {problem}", path.display())]
+    /// the rest of the file; `line` 0 when the key is not in the file.
+    #[error("{}: {key}: {problem}", at(path, *line))]
     Invalid {
         path: PathBuf,
+        line: usize,
         key: String,
         problem: String,
     },
+}
+
+/// `path:line`, or `path` for line 0.
+fn at(path: &Path, line: usize) -> String {
+    if line == 0 {
+        path.display().to_string()
+    } else {
+        format!("{}:{line}", path.display())
+    }
+}
+
+/// Where keys were written, for messages about them (0: not written).
+#[derive(Debug, Clone, Default)]
+pub struct KeyLines {
+    pub interface: usize,
+    pub bpffs: usize,
+    pub state_dir: usize,
+    /// The `[jails.NAME]` header of each jail.
+    pub jails: std::collections::HashMap<String, usize>,
 }
 
 /// A validated configuration.
@@ -110,7 +160,16 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// fail2ban's configuration, for filter names.
+    pub fail2ban_dir: PathBuf,
+    /// Never banned by any jail (nor, with a fleet, by remote bans): the
+    /// top-level `ignoreip`, fail2ban's `[DEFAULT] ignoreip`.
+    pub ignoreip: Vec<Target>,
     pub jails: Vec<Jail>,
+    /// Sharing bans with other servers through NATS JetStream.
+    pub fleet: Option<FleetConfig>,
+    /// Where keys were written.
+    pub lines: KeyLines,
 }
 
 /// One jail: a filter over some logs, and what to do to offenders.
@@ -119,6 +178,14 @@ pub struct Jail {
     pub name: String,
     pub filter: Arc<Filter>,
     pub logpaths: Vec<PathBuf>,
+    pub backend: Backend,
+    /// With `backend = "systemd"`: which journal entries (fail2ban syntax:
+    /// `FIELD=value` terms, `+` between alternatives); the jail's own, else
+    /// the filter's.
+    pub journalmatch: String,
+    /// A directory of journal files to read instead of the system journal
+    /// (fail2ban's `journalpath`).
+    pub journalpath: Option<PathBuf>,
     pub ports: PortSet,
     pub maxretry: u32,
     pub findtime: Duration,
@@ -138,12 +205,29 @@ pub struct Jail {
     pub bantime_factor: f64,
     /// Cap for incremented bans; `None` is no cap.
     pub bantime_max: Option<Duration>,
+    /// Count the fleet's failures too (members that share one auth backend
+    /// see one attacker's guesses spread over them).
+    pub shared_failures: bool,
 }
 
 impl Jail {
-    /// Whether `ip` is on the jail's allowlist.
+    /// Whether `ip` is on the jail's allowlist (the top-level `ignoreip`
+    /// included).
     pub fn ignores(&self, ip: IpAddr) -> bool {
         self.ignoreip.iter().any(|net| net.contains(ip))
+    }
+
+    /// What the jail reads, for logs and messages.
+    pub fn sources(&self) -> String {
+        match self.backend {
+            Backend::Auto => self
+                .logpaths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
+            Backend::Systemd => format!("the systemd journal ({})", self.journalmatch),
+        }
     }
 }
 
@@ -158,7 +242,11 @@ impl Default for Config {
             bpffs: PathBuf::from(DEFAULT_BPFFS),
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             metrics_listen: None,
+            fail2ban_dir: PathBuf::from(DEFAULT_FAIL2BAN_DIR),
+            ignoreip: Vec::new(),
             jails: Vec::new(),
+            fleet: None,
+            lines: KeyLines::default(),
         }
     }
 }
@@ -203,54 +291,122 @@ impl Config {
             }
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
+        let fail2ban_dir = raw
+            .fail2ban_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_FAIL2BAN_DIR));
         let mut jails = Vec::new();
+        let line_of = |span: std::ops::Range<usize>| line_col(text, span.start).0;
+        let mut lines = KeyLines {
+            interface: raw.interface.as_ref().map_or(0, |i| line_of(i.span())),
+            bpffs: raw.bpffs.as_ref().map_or(0, |b| line_of(b.span())),
+            state_dir: raw.state_dir.as_ref().map_or(0, |d| line_of(d.span())),
+            jails: Default::default(),
+        };
         for (name, raw_jail) in raw.jails {
+            // The table header, not its first key.
+            let header = text[..raw_jail.span().start]
+                .rfind(&format!("[jails.{name}]"))
+                .map_or_else(|| line_of(raw_jail.span()), |at| line_col(text, at).0);
+            lines.jails.insert(name.clone(), header);
+            let raw_jail = raw_jail.into_inner();
             if !raw_jail.enabled {
                 continue;
             }
-            let filter_name = raw_jail.filter.get_ref();
-            let filter = Filter::load(filter_name, base).map_err(|source| ConfigError::Filter {
-                path: path.to_owned(),
-                line: line_col(text, raw_jail.filter.span().start).0,
-                jail: name.clone(),
-                source: Box::new(source),
+            let line = line_col(text, raw_jail.filter.span().start).0;
+            let ctx = FilterContext {
+                base,
+                fail2ban_dir: &fail2ban_dir,
+                ports: Some(&raw_jail.port),
+                journal: raw_jail.backend == Backend::Systemd,
+            };
+            let filter = Filter::load(raw_jail.filter.get_ref(), &ctx).map_err(|source| {
+                ConfigError::Filter {
+                    path: path.to_owned(),
+                    line,
+                    jail: name.clone(),
+                    source: Box::new(source),
+                }
             })?;
+            let journalmatch = raw_jail.journalmatch.clone().unwrap_or_else(|| {
+                let lines: Vec<String> =
+                    filter.journalmatch().iter().map(|w| w.join(" ")).collect();
+                lines.join("\n")
+            });
+            let mut ignoreip = raw.ignoreip.clone();
+            ignoreip.extend(raw_jail.ignoreip);
             jails.push(Jail {
                 name,
                 filter: Arc::new(filter),
                 logpaths: raw_jail.logpath,
+                backend: raw_jail.backend,
+                journalmatch,
+                journalpath: raw_jail.journalpath,
                 ports: raw_jail.port,
                 maxretry: raw_jail.maxretry,
                 findtime: raw_jail.findtime,
                 bantime: raw_jail.bantime,
-                ignoreip: raw_jail.ignoreip,
+                ignoreip,
                 ignoreself: raw_jail.ignoreself,
                 ban_prefix_v6: raw_jail.ban_prefix_v6,
                 max_tracked: raw_jail.max_tracked,
                 bantime_increment: raw_jail.bantime_increment,
                 bantime_factor: raw_jail.bantime_factor,
                 bantime_max: raw_jail.bantime_max,
+                shared_failures: raw_jail.shared_failures,
             });
         }
+        let fleet = match raw.fleet {
+            None => None,
+            Some(raw_fleet) => {
+                let line = line_of(raw_fleet.span());
+                Some(
+                    FleetConfig::from_raw(raw_fleet.into_inner(), host_name).map_err(|source| {
+                        ConfigError::Fleet {
+                            path: path.to_owned(),
+                            line,
+                            source,
+                        }
+                    })?,
+                )
+            }
+        };
         Ok(Self {
             path: path.to_owned(),
-            interfaces: raw.interface,
+            interfaces: raw.interface.map(|i| i.into_inner().0).unwrap_or_default(),
             xdp_mode: raw.xdp_mode,
             xdp_action: raw.xdp_action,
             max_bans: raw.max_bans,
-            bpffs: raw.bpffs.unwrap_or_else(|| PathBuf::from(DEFAULT_BPFFS)),
+            bpffs: raw
+                .bpffs
+                .map_or_else(|| PathBuf::from(DEFAULT_BPFFS), Spanned::into_inner),
             state_dir: raw
                 .state_dir
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+                .map_or_else(|| PathBuf::from(DEFAULT_STATE_DIR), Spanned::into_inner),
             metrics_listen: raw.metrics_listen,
+            fail2ban_dir,
+            ignoreip: raw.ignoreip,
             jails,
+            fleet,
+            lines,
         })
     }
 
     fn invalid(&self, key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+        let key = key.into();
+        let line = match key.as_str() {
+            "interface" => self.lines.interface,
+            "bpffs" => self.lines.bpffs,
+            "state_dir" => self.lines.state_dir,
+            jail => jail
+                .strip_prefix("jails.")
+                .and_then(|rest| rest.split('.').next())
+                .and_then(|name| self.lines.jails.get(name).copied())
+                .unwrap_or(0),
+        };
         ConfigError::Invalid {
             path: self.path.clone(),
-            key: key.into(),
+            line,
+            key,
             problem: problem.into(),
         }
     }
@@ -275,7 +431,8 @@ impl Config {
                 ));
             }
         }
-        if self.jails.is_empty() {
+        // A fleet member may only enforce the others' bans.
+        if self.jails.is_empty() && self.fleet.is_none() {
             return Err(ConfigError::NoJail {
                 path: self.path.clone(),
             });
@@ -299,6 +456,12 @@ impl Config {
         }
         for jail in &self.jails {
             let key = format!("jails.{}.logpath", jail.name);
+            if jail.backend == Backend::Auto && jail.logpaths.is_empty() {
+                return Err(self.invalid(
+                    &key,
+                    "no log to follow: give logpath, or backend = \"systemd\" for the journal",
+                ));
+            }
             for log in &jail.logpaths {
                 let problem = if !log.is_absolute() {
                     Some("is not an absolute path".to_owned())
@@ -350,7 +513,7 @@ mod tests {
         let j = &c.jails[0];
         assert_eq!(j.name, "vpopmail");
         assert_eq!(j.logpaths, [Path::new("/var/log/mail.log")]);
-        assert_eq!(j.ports, PortSet::Only(vec![110]));
+        assert_eq!(j.ports, PortSet::only(&[110]));
         assert_eq!(j.maxretry, 3);
         assert_eq!(j.findtime, Duration::from_secs(600));
         assert_eq!(j.bantime, Some(Duration::from_secs(3600)));
@@ -359,6 +522,45 @@ mod tests {
         assert!(j.ignores("::1".parse().unwrap()));
         assert!(j.ignores("192.0.2.200".parse().unwrap()));
         assert!(!j.ignores("203.0.113.7".parse().unwrap()));
+    }
+
+    /// Every setting the example shows commented out is valid as shown.
+    #[test]
+    fn example_config_with_every_setting_uncommented_is_valid() {
+        let is_setting = |text: &str| {
+            let key: String = text
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit())
+                .collect();
+            (!key.is_empty() && text[key.len()..].starts_with(" = "))
+                || text == "[fleet]"
+                || (text.starts_with("[jails.") && text.ends_with(']'))
+        };
+        let full: String = EXAMPLE
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(text) if is_setting(text) => format!("{text}\n"),
+                _ => format!("{line}\n"),
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let filter = dir.path().join("filter.d");
+        fs::create_dir_all(&filter).unwrap();
+        fs::write(
+            filter.join("dovecot.conf"),
+            "[Definition]\nfailregex = ^auth failed, rip=<HOST>$\njournalmatch = _SYSTEMD_UNIT=dovecot.service\n",
+        )
+        .unwrap();
+        let full = full.replace(
+            "fail2ban_dir = \"/etc/fail2ban\"",
+            &format!("fail2ban_dir = \"{}\"", dir.path().display()),
+        );
+        let c = parse(&full).unwrap_or_else(|e| panic!("{}\n{full}", crate::error::Chain(&e)));
+        assert_eq!(c.jails.len(), 2, "{full}");
+        let fleet = c.fleet.expect("[fleet]");
+        assert_eq!((fleet.name.as_str(), fleet.replicas), ("mx1", 3));
+        assert!(c.jails.iter().any(|j| j.shared_failures));
+        assert!(!c.ignoreip.is_empty());
     }
 
     #[test]

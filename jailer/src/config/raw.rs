@@ -6,29 +6,34 @@ use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 use serde::{Deserialize, Deserializer, de};
 use toml::Spanned;
 
-use super::{XdpAction, XdpMode};
+use super::{Backend, XdpAction, XdpMode};
 use crate::{
     ban::{PortSet, Target},
+    fleet::RawFleet,
     time::{parse_bantime, parse_duration},
 };
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
-    #[serde(default, deserialize_with = "interfaces")]
-    pub(super) interface: Vec<String>,
+    #[serde(default)]
+    pub(super) interface: Option<Spanned<Interfaces>>,
     #[serde(default)]
     pub(super) xdp_mode: XdpMode,
     #[serde(default)]
     pub(super) xdp_action: XdpAction,
     #[serde(default = "default_max_bans", deserialize_with = "max_bans")]
     pub(super) max_bans: u32,
-    pub(super) bpffs: Option<PathBuf>,
-    pub(super) state_dir: Option<PathBuf>,
+    pub(super) bpffs: Option<Spanned<PathBuf>>,
+    pub(super) state_dir: Option<Spanned<PathBuf>>,
     #[serde(default, deserialize_with = "metrics_listen")]
     pub(super) metrics_listen: Option<std::net::SocketAddr>,
+    pub(super) fail2ban_dir: Option<PathBuf>,
+    #[serde(default, deserialize_with = "ignoreip")]
+    pub(super) ignoreip: Vec<Target>,
     #[serde(default)]
-    pub(super) jails: BTreeMap<String, RawJail>,
+    pub(super) jails: BTreeMap<String, Spanned<RawJail>>,
+    pub(super) fleet: Option<Spanned<RawFleet>>,
 }
 
 #[derive(Deserialize)]
@@ -37,8 +42,12 @@ pub(super) struct RawJail {
     #[serde(default = "yes")]
     pub(super) enabled: bool,
     pub(super) filter: Spanned<String>,
-    #[serde(deserialize_with = "string_or_list")]
+    #[serde(default, deserialize_with = "string_or_list")]
     pub(super) logpath: Vec<PathBuf>,
+    #[serde(default)]
+    pub(super) backend: Backend,
+    pub(super) journalmatch: Option<String>,
+    pub(super) journalpath: Option<PathBuf>,
     #[serde(default = "default_ports", deserialize_with = "ports")]
     pub(super) port: PortSet,
     #[serde(default = "default_maxretry", deserialize_with = "maxretry")]
@@ -61,13 +70,15 @@ pub(super) struct RawJail {
     pub(super) bantime_factor: f64,
     #[serde(default, deserialize_with = "bantime_max")]
     pub(super) bantime_max: Option<Duration>,
+    #[serde(default)]
+    pub(super) shared_failures: bool,
 }
 
 fn yes() -> bool {
     true
 }
 fn default_ports() -> PortSet {
-    PortSet::Only(vec![110])
+    PortSet::only(&[110])
 }
 // fail2ban's defaults for what a jail leaves out.
 fn default_maxretry() -> u32 {
@@ -164,6 +175,15 @@ fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Er
         return Err(de::Error::custom("logpath: the list is empty"));
     }
     Ok(list)
+}
+
+/// `interface`: a name or a list of names.
+pub(super) struct Interfaces(pub(super) Vec<String>);
+
+impl<'de> Deserialize<'de> for Interfaces {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        interfaces(d).map(Self)
+    }
 }
 
 fn interfaces<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {

@@ -8,8 +8,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use memchr::memmem;
 
-use super::Verdict;
-use crate::ban::canonical_v6;
+use super::{FilterError, Verdict};
+use crate::ban::{PortSet, canonical_v6, parse_port};
 
 /// space (`is_username_valid`/`is_domain_valid`); `false`: NAME is raw input.
 const VCHKPW_FAILURES: &[(&str, bool)] = &[
@@ -41,38 +41,135 @@ const VCHKPW_TAGS: &[&str] = &[
 /// is someone else's (`203.0.113.77` -> `203.0.113.7`).
 const VCHKPW_MAX_MESSAGE: usize = 499;
 
+/// Which vchkpw services a `vpopmail` filter counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Services {
+    /// Every service.
+    All,
+    /// These tags (`pop3`, `imap`, `2110`...), and the old untagged form.
+    Only(Vec<String>),
+}
+
+impl Services {
+    /// The services of a jail's ports: a jail that closes POP3 counts POP3
+    /// failures, not SMTP-AUTH guesses it would never stop.
+    pub fn of_ports(ports: &PortSet) -> Self {
+        match ports {
+            PortSet::All => Self::All,
+            PortSet::Only(ports) => {
+                let mut tags: Vec<String> = VCHKPW_TAGS
+                    .iter()
+                    .filter(|t| parse_port(t).is_ok_and(|p| ports.contains(&p)))
+                    .map(|t| (*t).to_owned())
+                    .collect();
+                // vchkpw logs a bare port number when it cannot name the service.
+                tags.extend(ports.iter().map(u16::to_string));
+                Self::Only(tags)
+            }
+        }
+    }
+
+    fn counts(&self, tag: Option<&str>) -> bool {
+        match (self, tag) {
+            (Self::All, _) | (_, None) => true,
+            (Self::Only(tags), Some(tag)) => tags.iter().any(|t| t == tag),
+        }
+    }
+}
+
 /// The built-in `vpopmail` filter.
 #[derive(Debug)]
 pub struct Vpopmail {
-    finder: memmem::Finder<'static>,
+    services: Services,
+    /// `service=` as given, for `spec()`.
+    given: Option<String>,
 }
 
 impl Default for Vpopmail {
     fn default() -> Self {
-        Self::new()
+        Self::new(Services::All)
     }
 }
 
 impl Vpopmail {
-    pub fn new() -> Self {
+    pub fn new(services: Services) -> Self {
         Self {
-            finder: memmem::Finder::new(": vchkpw"),
+            services,
+            given: None,
+        }
+    }
+
+    /// `vpopmail` (the services of `ports`, or all without a jail) or
+    /// `vpopmail[service=pop3,imap]` (`service=all` for every one); `None`
+    /// when `spec` names another filter.
+    pub fn from_spec(spec: &str, ports: Option<&PortSet>) -> Result<Option<Self>, FilterError> {
+        let (name, options) = match spec.split_once('[') {
+            Some((name, rest)) => (name, Some(rest)),
+            None => (spec, None),
+        };
+        if name.trim() != "vpopmail" {
+            return Ok(None);
+        }
+        let bad = |problem: String| FilterError::Builtin {
+            spec: spec.to_owned(),
+            problem,
+        };
+        let Some(options) = options else {
+            return Ok(Some(Self::new(
+                ports.map_or(Services::All, Services::of_ports),
+            )));
+        };
+        let list = options
+            .strip_suffix(']')
+            .and_then(|o| o.trim().strip_prefix("service"))
+            .and_then(|o| o.trim_start().strip_prefix('='))
+            .ok_or_else(|| bad("expected vpopmail[service=pop3,imap,...]".into()))?
+            .trim();
+        let mut tags = Vec::new();
+        for tag in list.split(',').map(str::trim) {
+            let numeric =
+                !tag.is_empty() && tag.len() <= 5 && tag.bytes().all(|b| b.is_ascii_digit());
+            if tag == "all" {
+                return Ok(Some(Self {
+                    services: Services::All,
+                    given: Some(list.to_owned()),
+                }));
+            }
+            if !numeric && !VCHKPW_TAGS.contains(&tag) {
+                return Err(bad(format!(
+                    "unknown service `{tag}`: use a port number, `all`, or one of {}",
+                    VCHKPW_TAGS.join(", ")
+                )));
+            }
+            tags.push(tag.to_owned());
+        }
+        Ok(Some(Self {
+            services: Services::Only(tags),
+            given: Some(list.to_owned()),
+        }))
+    }
+
+    /// How it was named.
+    pub fn spec(&self) -> String {
+        match &self.given {
+            Some(list) => format!("vpopmail[service={list}]"),
+            None => "vpopmail".to_owned(),
         }
     }
 
     pub fn check(&self, line: &str) -> Verdict {
-        // vchkpw's tag opens the message of a syslog line whose program is
-        // vpopmail (or vchkpw). The header before it is not attacker-controlled;
-        // everything after may be, and so may the end of other daemons' lines
-        // ("sshd: Invalid user x: vchkpw-pop3: password fail a@b:VICTIM").
-        let Some(colon) = self.finder.find(line.as_bytes()) else {
+        // The syslog tag ends at the line's first ": ": vchkpw's own tag must
+        // follow it directly. Everything after may be attacker text, and so
+        // may the end of other daemons' lines ("sshd[1]: Invalid user x
+        // vpopmail[1]: vchkpw-pop3: password fail a@b:VICTIM").
+        let Some(colon) = memmem::find(line.as_bytes(), b": ") else {
             return Verdict::Miss;
         };
-        if !logged_by_vpopmail(&line[..colon]) {
+        if !line[colon..].starts_with(": vchkpw") || !logged_by_vpopmail(&line[..colon]) {
             return Verdict::Miss;
         }
         let message = line[colon + 2..].trim_end();
-        let Some(body) = strip_tag(&message["vchkpw".len()..]) else {
+        let Some((tag, body)) = strip_tag(&message["vchkpw".len()..]) else {
             return Verdict::Miss;
         };
         let Some(&(_, validated)) = VCHKPW_FAILURES
@@ -81,6 +178,9 @@ impl Vpopmail {
         else {
             return Verdict::Miss;
         };
+        if !self.services.counts(tag) {
+            return Verdict::Miss;
+        }
         if message.len() >= VCHKPW_MAX_MESSAGE {
             return Verdict::Ignored;
         }
@@ -105,9 +205,9 @@ fn logged_by_vpopmail(header: &str) -> bool {
     name == "vpopmail" || name == "vchkpw"
 }
 
-/// `-pop3: rest` / `-2110: rest` / `: rest` (old vchkpw) -> `rest`.
-fn strip_tag(after: &str) -> Option<&str> {
-    let rest = match after.strip_prefix('-') {
+/// `-pop3: rest` / `-2110: rest` / `: rest` (old vchkpw) -> (tag, `rest`).
+fn strip_tag(after: &str) -> Option<(Option<&str>, &str)> {
+    let (tag, rest) = match after.strip_prefix('-') {
         Some(tagged) => {
             let colon = tagged.find(':')?;
             let tag = &tagged[..colon];
@@ -116,11 +216,11 @@ fn strip_tag(after: &str) -> Option<&str> {
             if !numeric && !VCHKPW_TAGS.contains(&tag) {
                 return None;
             }
-            &tagged[colon..]
+            (Some(tag), &tagged[colon..])
         }
-        None => after,
+        None => (None, after),
     };
-    rest.strip_prefix(": ")
+    Some((tag, rest.strip_prefix(": ")?))
 }
 
 /// The address vchkpw appended after `NAME:`. IPv4 as is; IPv6 either as
@@ -169,7 +269,7 @@ mod tests {
     use super::*;
 
     fn vp(line: &str) -> Verdict {
-        Vpopmail::new().check(line)
+        Vpopmail::default().check(line)
     }
 
     fn fail(ip: &str) -> Verdict {

@@ -11,12 +11,13 @@ use std::{
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
-use super::{known::KnownBans, policy::bantime_for, window::FailureWindow};
+use super::{known::KnownBans, policy::bantime_for, remote::RemoteBans, window::FailureWindow};
 use crate::{
     ban::{Ban, Expiry, Target},
     config::Jail,
-    filter::{Verdict, timestamp::parse_timestamp},
+    filter::{Found, Host, Matcher, Outcome},
     kernel::{BanTable, BpfError},
+    source::SourceId,
     state::{Record, Replay},
     time::{format_duration, from_unix_secs},
 };
@@ -34,6 +35,9 @@ pub struct JailStats {
     /// Failures from an address whose ban was already in force: counted as
     /// failures, never as new bans.
     pub already_banned: u64,
+    /// Failures that named a host name, not an address: counted, never
+    /// resolved, never banned.
+    pub unresolved: u64,
     pub total_banned: u64,
     pub ban_errors: u64,
 }
@@ -57,6 +61,92 @@ impl JailState {
     }
 }
 
+/// The journal read and made ready for [`Engine::restore`]: a million bans
+/// are prepared on another thread while the agent already follows its logs.
+#[derive(Debug, Default)]
+pub struct Restoration {
+    known: KnownBans,
+    expiry: Vec<(SystemTime, Target)>,
+    /// Previous bans per target, by jail.
+    counts: HashMap<String, Vec<(Target, u32)>>,
+    /// Fleet members' bans enforced here: (member, jail, target, ban).
+    remote: Vec<(String, String, Target, Ban)>,
+    /// Bans to write to the table: every ban in force when the maps are
+    /// empty (after a reboot), none when they survived (a restart: the maps
+    /// are the truth, and may carry bans set while the agent was down).
+    to_write: Vec<(Target, Ban)>,
+}
+
+impl Restoration {
+    pub fn prepare(replay: &Replay, now: SystemTime, maps_empty: bool) -> Self {
+        let mut r = Self::default();
+        for (jail, target, n) in replay.counts() {
+            match r.counts.get_mut(jail) {
+                Some(list) => list.push((target, n)),
+                None => {
+                    r.counts.insert(jail.to_owned(), vec![(target, n)]);
+                }
+            }
+        }
+        r.known.reserve(replay.bans.len());
+        for (target, entry) in replay.active(now) {
+            let ban = replay.ban(entry);
+            if let Expiry::At(t) = ban.expiry {
+                r.expiry.push((t, target));
+            }
+            r.known.remember(target, &ban, replay.jail(entry));
+            if maps_empty {
+                r.to_write.push((target, ban));
+            }
+        }
+        for (origin, target, entry) in replay.active_remote(now) {
+            let ban = replay.ban(entry);
+            if let Expiry::At(t) = ban.expiry {
+                r.expiry.push((t, target));
+            }
+            r.remote.push((
+                origin.to_owned(),
+                replay.jail(entry).to_owned(),
+                target,
+                ban,
+            ));
+            if maps_empty {
+                r.to_write.push((target, ban));
+            }
+        }
+        if !r.remote.is_empty() && maps_empty {
+            // One value per target: an own ban and members' on the same
+            // target are written as their union.
+            r.to_write.sort_by_key(|(t, _)| *t);
+            r.to_write.dedup_by(|(t, b), (kept_t, kept)| {
+                let same = t == kept_t;
+                if same {
+                    *kept = kept.merge(b);
+                }
+                same
+            });
+        }
+        r
+    }
+
+    /// Bans it will write.
+    pub fn to_write(&self) -> usize {
+        self.to_write.len()
+    }
+}
+
+/// A change to this server's own bans that the engine learned from the
+/// journal (`jailer ban`/`unban`), for the fleet to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LocalChange {
+    Ban {
+        target: Target,
+        ban: Ban,
+        jail: String,
+    },
+    Unban(Target),
+}
+
 /// A ban the engine just set.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BanEvent {
@@ -69,15 +159,26 @@ pub struct BanEvent {
 /// Jails, the ban table they write to, and the expiry queue.
 pub struct Engine<T: BanTable> {
     jails: Vec<JailState>,
-    table: T,
-    /// Bans in force as far as this engine knows.
-    known: KnownBans,
+    pub(super) table: T,
+    /// This server's own bans in force, as far as this engine knows.
+    pub(super) known: KnownBans,
+    /// Fleet members' bans enforced here.
+    pub(super) remote: RemoteBans,
+    pub(super) remote_refused: u64,
+    /// Never banned by a fleet member's ban (the top-level `ignoreip`).
+    pub(super) ignoreip: Vec<Target>,
     /// (wall-clock expiry, target) of known bans.
-    expiry: BTreeSet<(SystemTime, Target)>,
+    pub(super) expiry: BTreeSet<(SystemTime, Target)>,
     /// Journal records of bans made since the caller last took them.
-    pending: Vec<Record>,
+    pub(super) pending: Vec<Record>,
     /// This host's own addresses (for jails with `ignoreself`).
-    own: HashSet<IpAddr>,
+    pub(super) own: HashSet<IpAddr>,
+    /// Failures of jails with `shared_failures`, for the fleet: (jail,
+    /// address, time).
+    shared: Vec<(String, IpAddr, SystemTime)>,
+    /// Each jail's matcher, per source (fail2ban filters keep state across
+    /// a stream's lines), indexed by jail.
+    matchers: HashMap<SourceId, Vec<Option<Matcher>>>,
     unbans: u64,
 }
 
@@ -87,9 +188,14 @@ impl<T: BanTable> Engine<T> {
             jails: jails.into_iter().map(JailState::new).collect(),
             table,
             known: KnownBans::default(),
+            remote: RemoteBans::default(),
+            remote_refused: 0,
+            ignoreip: Vec::new(),
             expiry: BTreeSet::new(),
             pending: Vec::new(),
             own: HashSet::new(),
+            matchers: HashMap::new(),
+            shared: Vec::new(),
             unbans: 0,
         }
     }
@@ -122,6 +228,13 @@ impl<T: BanTable> Engine<T> {
             };
             self.jails.push(state);
         }
+        // Jail indexes changed: matchers start afresh.
+        self.matchers.clear();
+    }
+
+    /// The top-level `ignoreip`: never banned by a fleet member's ban.
+    pub fn set_ignoreip(&mut self, ignoreip: Vec<Target>) {
+        self.ignoreip = ignoreip;
     }
 
     /// This host's addresses, never banned by a jail with `ignoreself`.
@@ -153,18 +266,31 @@ impl<T: BanTable> Engine<T> {
             .collect()
     }
 
-    /// Bans in force at `now`, all jails and manual ones, as the engine
-    /// knows them.
+    /// Bans in force at `now` — all jails, manual ones and fleet members'
+    /// — as the engine knows them (a target counts once).
     pub fn bans_in_force(&self, now: SystemTime) -> usize {
-        self.known.count_in_force(now)
+        let remote_only = self
+            .remote
+            .targets()
+            .filter(|t| self.known.get(**t).is_none_or(|b| !b.expiry.is_active(now)))
+            .count();
+        self.known.count_in_force(now) + remote_only
     }
 
     /// Takes in bans and unbans that others wrote to the journal (`jailer
     /// ban`/`unban`, while this engine runs): they count for "already
     /// banned", status and expiry like its own.
-    pub fn apply_records(&mut self, records: &[Record]) {
+    pub fn apply_records(&mut self, records: &[Record]) -> Vec<LocalChange> {
+        let mut changes = Vec::new();
         for record in records {
             match record {
+                // Members' bans are written by this engine itself.
+                Record::Ban {
+                    origin: Some(_), ..
+                }
+                | Record::Unban {
+                    origin: Some(_), ..
+                } => {}
                 Record::Ban {
                     addr,
                     jail,
@@ -174,7 +300,7 @@ impl<T: BanTable> Engine<T> {
                     ..
                 } => {
                     let ban = Ban {
-                        ports: ports.clone(),
+                        ports: *ports,
                         expiry: until.map_or(Expiry::Never, |u| Expiry::At(from_unix_secs(u))),
                         monitor: *monitor,
                     };
@@ -182,13 +308,24 @@ impl<T: BanTable> Engine<T> {
                         self.expiry.insert((t, *addr));
                     }
                     self.known.remember(*addr, &ban, jail);
+                    changes.push(LocalChange::Ban {
+                        target: *addr,
+                        ban,
+                        jail: jail.clone(),
+                    });
                 }
                 Record::Unban { addr, .. } => {
                     self.known.forget(*addr);
+                    changes.push(LocalChange::Unban(*addr));
                 }
-                Record::UnbanAll { .. } => self.known.clear(),
+                Record::UnbanAll { .. } => {
+                    let now = SystemTime::now();
+                    changes.extend(self.known.in_force(now).map(|(t, _)| LocalChange::Unban(t)));
+                    self.known.clear();
+                }
             }
         }
+        changes
     }
 
     /// Bans lifted by expiry since start.
@@ -209,53 +346,46 @@ impl<T: BanTable> Engine<T> {
         std::mem::take(&mut self.pending)
     }
 
-    /// Takes in the journal: repeat-offence counts, the bans in force (for
-    /// expiry and status), and writes to the table those it lacks (after a
-    /// reboot the maps are empty). Expired bans are skipped. Returns how many
-    /// were written.
-    pub fn restore(&mut self, replay: &Replay, now: SystemTime) -> Result<usize, BpfError> {
-        for (jail, target, n) in replay.counts() {
-            if let Some(j) = self.jails.iter_mut().find(|j| j.jail.name == jail) {
-                j.ban_counts.insert(target, n);
+    /// Takes in what the journal says ([`Restoration::prepare`], built off
+    /// the agent's loop): repeat-offence counts, the bans in force (for
+    /// expiry, status, "already banned"), and after a reboot the bans
+    /// themselves, written in batches. What the engine learned since the
+    /// journal was read is newer and kept. Returns how many bans were
+    /// written.
+    pub fn restore(&mut self, r: Restoration) -> Result<usize, BpfError> {
+        for (jail, counts) in r.counts {
+            // Only bantime_increment reads them: other jails keep none.
+            let Some(j) = self
+                .jails
+                .iter_mut()
+                .find(|j| j.jail.name == jail && j.jail.bantime_increment)
+            else {
+                continue;
+            };
+            for (target, n) in counts {
+                let count = j.ban_counts.entry(target).or_default();
+                *count = (*count).max(n);
             }
         }
-        // After a reboot the maps are empty: write everything in batches.
-        // Otherwise only what is missing (an entry present may carry newer
-        // drop counters or a manual change).
-        let present: HashSet<Target> = if self.table.is_empty()? {
-            HashSet::new()
-        } else {
-            self.table
-                .list()?
-                .into_iter()
-                .filter(|l| l.ban.expiry.is_active(now))
-                .map(|l| l.target)
-                .collect()
-        };
-        let mut expiry = Vec::new();
-        let mut missing = Vec::new();
-        for (target, entry) in replay.active(now) {
-            let ban = replay.ban(entry);
-            if let Expiry::At(t) = ban.expiry {
-                expiry.push((t, target));
-            }
-            self.known.remember(target, &ban, replay.jail(entry));
-            if !present.contains(&target) {
-                missing.push((target, ban));
-            }
+        self.known.absorb(r.known);
+        for (origin, jail, target, ban) in r.remote {
+            // A member may protect ports no jail here does.
+            self.table.protect(&ban.ports)?;
+            self.remember_remote(&origin, &jail, target, ban);
         }
         // Bulk-built (sorted once) rather than a million single inserts.
+        let mut expiry = r.expiry;
         expiry.extend(std::mem::take(&mut self.expiry));
         self.expiry = expiry.into_iter().collect();
-        let restored = self.table.insert_many(&missing)?;
-        if restored < missing.len() {
+        let written = self.table.insert_many(&r.to_write)?;
+        if written < r.to_write.len() {
             warn!(
-                restored,
-                wanted = missing.len(),
+                written,
+                wanted = r.to_write.len(),
                 "ban map full: not every ban could be restored"
             );
         }
-        Ok(restored)
+        Ok(written)
     }
 
     /// Failure windows, for the snapshot.
@@ -291,7 +421,7 @@ impl<T: BanTable> Engine<T> {
     /// this engine knows (no syscall for the unknown), then the table itself
     /// (lifted by hand meanwhile, or by an admin with bpftool).
     fn in_force(&mut self, target: Target, probe: &Ban, now: SystemTime) -> Result<bool, BpfError> {
-        if !self.known.covers(target, probe, now) {
+        if !self.known.covers(target, probe, now) && !self.remote.covers(target, probe, now) {
             return Ok(false);
         }
         match self.table.get(target)? {
@@ -303,53 +433,143 @@ impl<T: BanTable> Engine<T> {
         }
     }
 
-    /// Runs one log line through the jails at indexes `jails`.
-    pub fn handle_line(&mut self, jails: &[usize], line: &str, now: SystemTime) -> Vec<BanEvent> {
+    /// Runs one line of `source` through the jails at indexes `jails`.
+    /// `time` is the line's time when the source knows it (journal).
+    pub fn handle_line(
+        &mut self,
+        source: &SourceId,
+        jails: &[usize],
+        line: &str,
+        time: Option<SystemTime>,
+        now: SystemTime,
+    ) -> Vec<BanEvent> {
+        if !self.matchers.contains_key(source) {
+            self.matchers.insert(source.clone(), Vec::new());
+        }
         let mut events = Vec::new();
         for &i in jails {
-            let js = &mut self.jails[i];
-            js.stats.lines += 1;
-            let ip = match js.jail.filter.check(line) {
-                Verdict::Failure(ip) => ip,
-                Verdict::Ignored => {
-                    js.stats.ignored_lines += 1;
-                    continue;
-                }
-                Verdict::Miss => continue,
-            };
-            if js.jail.ignores(ip) || (js.jail.ignoreself && self.own.contains(&ip)) {
-                js.stats.ignored_addresses += 1;
-                debug!(%ip, jail = js.jail.name, "failure from an ignored address");
+            let Some(js) = self.jails.get_mut(i) else {
                 continue;
+            };
+            js.stats.lines += 1;
+            let Some(matchers) = self.matchers.get_mut(source) else {
+                continue;
+            };
+            if matchers.len() <= i {
+                matchers.resize_with(i + 1, || None);
             }
-            js.stats.total_failed += 1;
-            let at = parse_timestamp(line, now).unwrap_or(now);
-            // IPv6 attackers own whole prefixes: count and ban per prefix.
-            let target = Target::widened(ip, js.jail.ban_prefix_v6);
-            let probe = Ban::new(js.jail.ports.clone(), Expiry::Never);
-            match self.in_force(target, &probe, now) {
-                Ok(true) => {
-                    self.jails[i].stats.already_banned += 1;
-                    debug!(%target, jail = self.jails[i].jail.name, "already banned");
-                    continue;
-                }
-                Ok(false) => {}
-                Err(e) => warn!(%target, error = %crate::error::Chain(&e), "reading a ban failed"),
-            }
-            let js = &mut self.jails[i];
-            debug!(%ip, jail = js.jail.name, "failure");
-            if js.window.record(target.addr(), at, now) {
-                match self.ban(i, target, now) {
-                    Ok(Some(event)) => events.push(event),
-                    Ok(None) => {}
-                    Err(e) => {
-                        self.jails[i].stats.ban_errors += 1;
-                        warn!(%target, jail = self.jails[i].jail.name, error = %crate::error::Chain(&e), "ban failed");
+            let matcher = matchers[i].get_or_insert_with(|| js.jail.filter.matcher());
+            match matcher.process(line, time, now) {
+                Outcome::Miss => {}
+                Outcome::Ignored => js.stats.ignored_lines += 1,
+                Outcome::Failures(found) => {
+                    for f in found {
+                        self.failure(i, f, now, &mut events);
                     }
                 }
             }
         }
         events
+    }
+
+    /// Counts one failure for jail `i`, and bans when it makes maxretry.
+    fn failure(&mut self, i: usize, found: Found, now: SystemTime, events: &mut Vec<BanEvent>) {
+        let js = &mut self.jails[i];
+        let (ip, target) = match found.host {
+            Host::Ip(ip) => (ip, Target::widened(ip, js.jail.ban_prefix_v6)),
+            Host::Subnet { addr, prefix } => match ipnet::IpNet::new(addr, prefix) {
+                Ok(net) => (addr, Target::network(net)),
+                Err(_) => return,
+            },
+            Host::Name(name) => {
+                // No DNS, ever: the name is counted and said, never banned.
+                js.stats.unresolved += 1;
+                debug!(host = %name, jail = js.jail.name, "failure from a host name (not resolved, not banned)");
+                return;
+            }
+        };
+        if js.jail.ignores(ip) || (js.jail.ignoreself && self.own.contains(&ip)) {
+            js.stats.ignored_addresses += 1;
+            debug!(%ip, jail = js.jail.name, "failure from an ignored address");
+            return;
+        }
+        // A date in the future is a clock or parse problem: count it now.
+        let at = found.time.filter(|t| *t <= now).unwrap_or(now);
+        if js.jail.shared_failures {
+            self.shared.push((js.jail.name.clone(), ip, at));
+        }
+        self.count(i, ip, target, at, now, events);
+    }
+
+    /// Failures other fleet members saw, for jails with `shared_failures`:
+    /// counted as if seen here (the fleet shares one auth backend).
+    pub fn remote_failures(
+        &mut self,
+        failures: &[(String, IpAddr, SystemTime)],
+        now: SystemTime,
+    ) -> Vec<BanEvent> {
+        let mut events = Vec::new();
+        for (jail, ip, at) in failures {
+            let Some(i) = self
+                .jails
+                .iter()
+                .position(|j| j.jail.name == *jail && j.jail.shared_failures)
+            else {
+                continue;
+            };
+            let js = &mut self.jails[i];
+            let ip = crate::ban::canonical_ip(*ip);
+            if js.jail.ignores(ip) || (js.jail.ignoreself && self.own.contains(&ip)) {
+                js.stats.ignored_addresses += 1;
+                continue;
+            }
+            let target = Target::widened(ip, js.jail.ban_prefix_v6);
+            let at = (*at).min(now);
+            self.count(i, ip, target, at, now, &mut events);
+        }
+        events
+    }
+
+    /// Failures of `shared_failures` jails seen here since the last call.
+    pub fn take_shared_failures(&mut self) -> Vec<(String, IpAddr, SystemTime)> {
+        std::mem::take(&mut self.shared)
+    }
+
+    /// Counts one failure of `ip` (as `target`) for jail `i`, and bans on
+    /// maxretry within findtime.
+    fn count(
+        &mut self,
+        i: usize,
+        ip: IpAddr,
+        target: Target,
+        at: SystemTime,
+        now: SystemTime,
+        events: &mut Vec<BanEvent>,
+    ) {
+        let js = &mut self.jails[i];
+        js.stats.total_failed += 1;
+        let probe = Ban::new(js.jail.ports, Expiry::Never);
+        match self.in_force(target, &probe, now) {
+            Ok(true) => {
+                self.jails[i].stats.already_banned += 1;
+                debug!(%target, jail = self.jails[i].jail.name, "already banned");
+                return;
+            }
+            Ok(false) => {}
+            Err(e) => warn!(%target, error = %crate::error::Chain(&e), "reading a ban failed"),
+        }
+        let js = &mut self.jails[i];
+        debug!(%ip, jail = js.jail.name, "failure");
+        if js.window.record(target.addr(), at, now) {
+            match self.ban(i, target, now) {
+                Ok(Some(event)) => events.push(event),
+                Ok(None) => {}
+                Err(e) => {
+                    self.jails[i].stats.ban_errors += 1;
+                    warn!(%target, jail = self.jails[i].jail.name, error = %crate::error::Chain(&e), "ban failed");
+                }
+            }
+        }
     }
 
     /// Bans `target` for jail `i`; `None` when a ban in force already covers
@@ -363,7 +583,7 @@ impl<T: BanTable> Engine<T> {
         let js = &self.jails[i];
         let previous = js.ban_counts.get(&target).copied().unwrap_or(0);
         let mut ban = Ban::new(
-            js.jail.ports.clone(),
+            js.jail.ports,
             Expiry::after(now, bantime_for(&js.jail, previous)),
         );
         let name = js.jail.name.clone();
@@ -381,7 +601,9 @@ impl<T: BanTable> Engine<T> {
         self.table.insert(target, &ban)?;
         let js = &mut self.jails[i];
         js.stats.total_banned += 1;
-        *js.ban_counts.entry(target).or_default() += 1;
+        if js.jail.bantime_increment {
+            *js.ban_counts.entry(target).or_default() += 1;
+        }
         if let Expiry::At(t) = ban.expiry {
             self.expiry.insert((t, target));
         }
@@ -413,6 +635,7 @@ impl<T: BanTable> Engine<T> {
                 break;
             }
             self.expiry.pop_first();
+            self.prune_remote(target, now);
             // The table may say otherwise: extended, made permanent, or
             // lifted by hand meanwhile. Lapsed by half a second is lapsed.
             let grace = now + Duration::from_millis(500);
@@ -443,18 +666,32 @@ mod tests {
     use super::*;
     use crate::{
         ban::PortSet,
-        filter::Filter,
+        filter::{Filter, FilterContext},
         kernel::MemBanTable,
         state::Journal,
         time::{from_unix_secs, unix_secs},
     };
 
+    fn log() -> SourceId {
+        SourceId::File("/var/log/mail.log".into())
+    }
+
     fn jail(maxretry: u32, ports: &[&str]) -> Jail {
+        let ports = PortSet::parse(ports).unwrap();
+        let ctx = FilterContext {
+            base: Path::new("."),
+            fail2ban_dir: Path::new("/etc/fail2ban"),
+            ports: Some(&ports),
+            journal: false,
+        };
         Jail {
             name: "vpopmail".into(),
-            filter: Arc::new(Filter::load("vpopmail", Path::new(".")).unwrap()),
+            filter: Arc::new(Filter::load("vpopmail", &ctx).unwrap()),
             logpaths: vec!["/var/log/mail.log".into()],
-            ports: PortSet::parse(ports).unwrap(),
+            backend: crate::config::Backend::Auto,
+            journalmatch: String::new(),
+            journalpath: None,
+            ports,
             maxretry,
             findtime: Duration::from_secs(600),
             bantime: Some(Duration::from_secs(3600)),
@@ -465,6 +702,7 @@ mod tests {
             bantime_increment: true,
             bantime_factor: 1.0,
             bantime_max: Some(Duration::from_secs(4 * 3600)),
+            shared_failures: false,
         }
     }
 
@@ -493,16 +731,22 @@ mod tests {
         let mut e = Engine::new(vec![jail(3, &["pop3"])], MemBanTable::default());
         let now = SystemTime::now();
         for _ in 0..2 {
-            assert!(e.handle_line(&[0], &line("203.0.113.7"), now).is_empty());
+            assert!(
+                e.handle_line(&log(), &[0], &line("203.0.113.7"), None, now)
+                    .is_empty()
+            );
         }
-        let ev = e.handle_line(&[0], &line("203.0.113.7"), now);
+        let ev = e.handle_line(&log(), &[0], &line("203.0.113.7"), None, now);
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0].target, target("203.0.113.7"));
         let b = &e.table().bans()[&ev[0].target];
         assert!(b.ports.contains(110) && !b.ports.contains(25));
         assert_eq!(e.take_records().len(), 1, "one journal record per ban");
         for _ in 0..10 {
-            assert!(e.handle_line(&[0], &line("192.0.2.5"), now).is_empty());
+            assert!(
+                e.handle_line(&log(), &[0], &line("192.0.2.5"), None, now)
+                    .is_empty()
+            );
         }
         let (_, stats, _) = &e.stats()[0];
         assert_eq!(stats.total_banned, 1);
@@ -516,14 +760,14 @@ mod tests {
         let mut e = Engine::new(vec![j.clone()], MemBanTable::default());
         e.set_own_addresses(["198.51.100.1".parse().unwrap()].into());
         assert!(
-            e.handle_line(&[0], &line("198.51.100.1"), SystemTime::now())
+            e.handle_line(&log(), &[0], &line("198.51.100.1"), None, SystemTime::now())
                 .is_empty()
         );
         assert!(e.table().bans().is_empty());
         j.ignoreself = false;
         e.reconfigure(vec![j]);
         assert_eq!(
-            e.handle_line(&[0], &line("198.51.100.1"), SystemTime::now())
+            e.handle_line(&log(), &[0], &line("198.51.100.1"), None, SystemTime::now())
                 .len(),
             1
         );
@@ -534,13 +778,23 @@ mod tests {
         let mut e = Engine::new(vec![jail(1, &["pop3"])], MemBanTable::default());
         let ip = target("203.0.113.7");
         let now = SystemTime::now();
-        assert_eq!(e.handle_line(&[0], &line("203.0.113.7"), now).len(), 1);
+        assert_eq!(
+            e.handle_line(&log(), &[0], &line("203.0.113.7"), None, now)
+                .len(),
+            1
+        );
         let expiry = e.table().bans()[&ip].expiry;
         e.take_records();
         for _ in 0..50 {
             assert!(
-                e.handle_line(&[0], &line("203.0.113.7"), now + Duration::from_secs(5))
-                    .is_empty()
+                e.handle_line(
+                    &log(),
+                    &[0],
+                    &line("203.0.113.7"),
+                    None,
+                    now + Duration::from_secs(5)
+                )
+                .is_empty()
             );
         }
         assert_eq!(e.table().bans()[&ip].expiry, expiry, "not extended");
@@ -553,7 +807,7 @@ mod tests {
         // Lifted by hand: the next failure counts and bans again, escalated once.
         let mut t = e.table().clone();
         t.remove(ip).unwrap();
-        let ev = e.handle_line(&[0], &line("203.0.113.7"), now);
+        let ev = e.handle_line(&log(), &[0], &line("203.0.113.7"), None, now);
         assert_eq!(ev.len(), 1);
         assert!(
             left(&e, ip) > Duration::from_secs(7100),
@@ -569,10 +823,10 @@ mod tests {
         assert_eq!(bantime_for(&j, 3), Some(Duration::from_secs(4 * 3600)));
         let mut e = Engine::new(vec![j], MemBanTable::default());
         let ip = target("203.0.113.7");
-        e.handle_line(&[0], &line("203.0.113.7"), SystemTime::now());
+        e.handle_line(&log(), &[0], &line("203.0.113.7"), None, SystemTime::now());
         // Lapse the ban, offend again: twice as long.
         lapse(&e, ip);
-        let ev = e.handle_line(&[0], &line("203.0.113.7"), SystemTime::now());
+        let ev = e.handle_line(&log(), &[0], &line("203.0.113.7"), None, SystemTime::now());
         assert_eq!(ev.len(), 1);
         assert!(left(&e, ip) > Duration::from_secs(7100));
     }
@@ -582,7 +836,10 @@ mod tests {
         let mut imap = jail(1, &["imap"]);
         imap.name = "imap".into();
         let mut e = Engine::new(vec![jail(1, &["pop3"]), imap], MemBanTable::default());
-        e.handle_line(&[0, 1], &line("203.0.113.7"), SystemTime::now());
+        let now = SystemTime::now();
+        e.handle_line(&log(), &[0, 1], &line("203.0.113.7"), None, now);
+        let imap_line = line("203.0.113.7").replace("vchkpw-pop3", "vchkpw-imap");
+        e.handle_line(&log(), &[0, 1], &imap_line, None, now);
         let b = &e.table().bans()[&target("203.0.113.7")];
         assert!(b.ports.contains(110) && b.ports.contains(143));
         let report = e.jail_report(SystemTime::now());
@@ -590,10 +847,28 @@ mod tests {
     }
 
     #[test]
+    fn a_pop3_jail_counts_pop3_failures_not_smtp_guesses() {
+        // The seed's vchkpw-pop3 filter: SMTP-AUTH guesses would get POP3
+        // banned, go on failing on SMTP, and escalate the ban forever.
+        let mut e = Engine::new(vec![jail(1, &["pop3"])], MemBanTable::default());
+        let now = SystemTime::now();
+        for service in ["smtp", "submission", "imap", "webmail"] {
+            let l = line("203.0.113.7").replace("vchkpw-pop3", &format!("vchkpw-{service}"));
+            assert!(
+                e.handle_line(&log(), &[0], &l, None, now).is_empty(),
+                "{service}"
+            );
+        }
+        assert_eq!(e.stats()[0].1.total_failed, 0);
+        let port = line("203.0.113.7").replace("vchkpw-pop3", "vchkpw-110");
+        assert_eq!(e.handle_line(&log(), &[0], &port, None, now).len(), 1);
+    }
+
+    #[test]
     fn expiry_lifts_due_bans_only() {
         let mut e = Engine::new(vec![jail(1, &["pop3"])], MemBanTable::default());
         let now = SystemTime::now();
-        e.handle_line(&[0], &line("203.0.113.7"), now);
+        e.handle_line(&log(), &[0], &line("203.0.113.7"), None, now);
         assert!(e.expire(now).is_empty());
         let ip = target("203.0.113.7");
         lapse(&e, ip);
@@ -610,10 +885,11 @@ mod tests {
         let rec = |ip: &str, until: Option<u64>| Record::Ban {
             addr: target(ip),
             jail: "vpopmail".into(),
-            ports: PortSet::Only(vec![110]),
+            ports: PortSet::only(&[110]),
             until,
             at: unix_secs(now) - 10,
             monitor: false,
+            origin: None,
         };
         journal
             .append(
@@ -627,7 +903,10 @@ mod tests {
             .unwrap();
         let replay = journal.replay(now).unwrap();
         let mut e = Engine::new(vec![jail(3, &["pop3"])], MemBanTable::default());
-        assert_eq!(e.restore(&replay, now).unwrap(), 2);
+        assert_eq!(
+            e.restore(Restoration::prepare(&replay, now, true)).unwrap(),
+            2
+        );
         let bans = e.table().bans();
         assert!(bans.contains_key(&target("203.0.113.7")));
         assert!(!bans.contains_key(&target("203.0.113.8")));
@@ -646,20 +925,23 @@ mod tests {
         let now = SystemTime::now();
         // Three hosts of one /64, one failure each: that /64 is banned.
         assert!(
-            e.handle_line(&[0], &line("2001:db8:1:2::a"), now)
+            e.handle_line(&log(), &[0], &line("2001:db8:1:2::a"), None, now)
                 .is_empty()
         );
         assert!(
-            e.handle_line(&[0], &line("2001:db8:1:2::b"), now)
+            e.handle_line(&log(), &[0], &line("2001:db8:1:2::b"), None, now)
                 .is_empty()
         );
-        assert!(e.handle_line(&[0], &line("2001:db8:9::1"), now).is_empty());
-        let ev = e.handle_line(&[0], &line("2001_db8_1_2__c"), now);
+        assert!(
+            e.handle_line(&log(), &[0], &line("2001:db8:9::1"), None, now)
+                .is_empty()
+        );
+        let ev = e.handle_line(&log(), &[0], &line("2001_db8_1_2__c"), None, now);
         assert_eq!(ev[0].target, target("2001:db8:1:2::/64"));
         assert!(e.table().bans().contains_key(&target("2001:db8:1:2::/64")));
         // IPv4 is still per address.
         for _ in 0..3 {
-            e.handle_line(&[0], &line("203.0.113.7"), now);
+            e.handle_line(&log(), &[0], &line("203.0.113.7"), None, now);
         }
         assert!(e.table().bans().contains_key(&target("203.0.113.7")));
     }
@@ -672,7 +954,7 @@ mod tests {
         let now = SystemTime::now();
         for i in 0..60_000u32 {
             let ip = std::net::Ipv4Addr::from(0x0a00_0000 | i);
-            e.handle_line(&[0], &line(&ip.to_string()), now);
+            e.handle_line(&log(), &[0], &line(&ip.to_string()), None, now);
         }
         let (_, stats, tracked) = &e.stats()[0];
         assert!(*tracked <= 5_000, "tracked {tracked}");
@@ -689,23 +971,26 @@ mod tests {
         let mut e = Engine::new(vec![jail(1, &["pop3"])], MemBanTable::default());
         let now = SystemTime::now();
         let t = target("203.0.113.7");
-        let by_hand = Ban::new(PortSet::Only(vec![110]), Expiry::Never);
+        let by_hand = Ban::new(PortSet::only(&[110]), Expiry::Never);
         // `jailer ban` wrote the map and the journal; the engine reads it.
         e.table_mut().insert(t, &by_hand).unwrap();
         e.apply_records(&[Record::ban(t, "manual", &by_hand, now)]);
         assert_eq!(e.bans_in_force(now), 1);
         assert!(
-            e.handle_line(&[0], &line("203.0.113.7"), now).is_empty(),
+            e.handle_line(&log(), &[0], &line("203.0.113.7"), None, now)
+                .is_empty(),
             "already banned"
         );
         e.table_mut().remove(t).unwrap();
         e.apply_records(&[Record::Unban {
             addr: t,
             at: unix_secs(now),
+            origin: None,
         }]);
         assert_eq!(e.bans_in_force(now), 0);
         assert_eq!(
-            e.handle_line(&[0], &line("203.0.113.7"), now).len(),
+            e.handle_line(&log(), &[0], &line("203.0.113.7"), None, now)
+                .len(),
             1,
             "banned again"
         );

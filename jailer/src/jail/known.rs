@@ -13,7 +13,7 @@ use crate::ban::{Ban, Expiry, PortSet, Target};
 #[derive(Debug)]
 struct Interned<T> {
     values: Vec<T>,
-    index: HashMap<T, u32>,
+    index: HashMap<T, u16>,
 }
 
 impl<T> Default for Interned<T> {
@@ -26,23 +26,53 @@ impl<T> Default for Interned<T> {
 }
 
 impl<T: Clone + Eq + Hash> Interned<T> {
-    fn id(&mut self, value: &T) -> u32 {
+    /// The index of `value`. Port sets and jail lists come from the
+    /// configuration and the journal: a few dozen, far below u16.
+    fn id(&mut self, value: &T) -> u16 {
         if let Some(&i) = self.index.get(value) {
             return i;
         }
-        let i = self.values.len() as u32;
+        let i = u16::try_from(self.values.len()).unwrap_or(u16::MAX);
         self.values.push(value.clone());
         self.index.insert(value.clone(), i);
         i
     }
 }
 
+/// One known ban in 12 bytes: a million take tens of megabytes, not
+/// hundreds.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    expiry: Expiry,
-    ports: u32,
-    jails: u32,
+    /// Unix seconds of the expiry; 0 is permanent. (Journal and fleet times
+    /// are whole seconds; u32 lasts until 2106.)
+    until: u32,
+    ports: u16,
+    jails: u16,
     monitor: bool,
+}
+
+impl Entry {
+    fn expiry(&self) -> Expiry {
+        match self.until {
+            0 => Expiry::Never,
+            secs => {
+                Expiry::At(std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(secs)))
+            }
+        }
+    }
+}
+
+/// An expiry as [`Entry::until`]: rounded up to the second (a ban never
+/// ends early), past 2106 permanent.
+fn until(expiry: Expiry) -> u32 {
+    match expiry {
+        Expiry::Never => 0,
+        Expiry::At(t) => {
+            let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+            u32::try_from(secs.max(1)).unwrap_or(0)
+        }
+    }
 }
 
 /// Bans in force as far as the engine knows, by target.
@@ -53,15 +83,15 @@ pub struct KnownBans {
     /// Sorted jail names (`manual` for bans set by hand).
     jail_sets: Interned<Vec<String>>,
     /// The id of each one-jail set, by name (the common case, no allocation).
-    single: HashMap<String, u32>,
+    single: HashMap<String, u16>,
 }
 
 impl KnownBans {
     /// The ban on `target`, if known (expired or not).
     pub fn get(&self, target: Target) -> Option<Ban> {
         self.entries.get(&target).map(|e| Ban {
-            ports: self.port_sets.values[e.ports as usize].clone(),
-            expiry: e.expiry,
+            ports: self.port_sets.values[usize::from(e.ports)],
+            expiry: e.expiry(),
             monitor: e.monitor,
         })
     }
@@ -70,9 +100,9 @@ impl KnownBans {
     /// everything `probe` would (ports, and not only counting).
     pub fn covers(&self, target: Target, probe: &Ban, now: SystemTime) -> bool {
         self.entries.get(&target).is_some_and(|e| {
-            e.expiry.is_active(now)
+            e.expiry().is_active(now)
                 && (probe.monitor || !e.monitor)
-                && self.port_sets.values[e.ports as usize].covers(&probe.ports)
+                && self.port_sets.values[usize::from(e.ports)].covers(&probe.ports)
         })
     }
 
@@ -90,7 +120,7 @@ impl KnownBans {
                 }
             },
             Some(e) => {
-                let mut jails = self.jail_sets.values[e.jails as usize].clone();
+                let mut jails = self.jail_sets.values[usize::from(e.jails)].clone();
                 if let Err(at) = jails.binary_search_by(|j| j.as_str().cmp(jail)) {
                     jails.insert(at, jail.to_owned());
                 }
@@ -100,7 +130,7 @@ impl KnownBans {
         self.entries.insert(
             target,
             Entry {
-                expiry: ban.expiry,
+                until: until(ban.expiry),
                 ports,
                 jails,
                 monitor: ban.monitor,
@@ -122,21 +152,43 @@ impl KnownBans {
     pub fn in_force(&self, now: SystemTime) -> impl Iterator<Item = (Target, &[String])> {
         self.entries
             .iter()
-            .filter(move |(_, e)| e.expiry.is_active(now))
-            .map(|(t, e)| (*t, self.jail_sets.values[e.jails as usize].as_slice()))
+            .filter(move |(_, e)| e.expiry().is_active(now))
+            .map(|(t, e)| (*t, self.jail_sets.values[usize::from(e.jails)].as_slice()))
     }
 
     /// How many bans are in force at `now`.
     pub fn count_in_force(&self, now: SystemTime) -> usize {
         self.entries
             .values()
-            .filter(|e| e.expiry.is_active(now))
+            .filter(|e| e.expiry().is_active(now))
             .count()
     }
 
     /// Reserves room for `n` more entries (a restore of many).
     pub fn reserve(&mut self, n: usize) {
         self.entries.reserve(n);
+    }
+
+    /// Takes in what `other` knows about targets this set does not know
+    /// (what it knows is newer: set since `other` was read).
+    pub fn absorb(&mut self, other: KnownBans) {
+        if self.entries.is_empty() {
+            *self = other;
+            return;
+        }
+        for (target, e) in &other.entries {
+            if self.entries.contains_key(target) {
+                continue;
+            }
+            let ban = Ban {
+                ports: other.port_sets.values[usize::from(e.ports)],
+                expiry: e.expiry(),
+                monitor: e.monitor,
+            };
+            for jail in &other.jail_sets.values[usize::from(e.jails)] {
+                self.remember(*target, &ban, jail);
+            }
+        }
     }
 }
 
@@ -148,7 +200,7 @@ mod tests {
 
     fn ban(ports: &[u16], secs: Option<u64>) -> Ban {
         Ban::new(
-            PortSet::Only(ports.to_vec()),
+            PortSet::only(ports),
             Expiry::after(SystemTime::now(), secs.map(Duration::from_secs)),
         )
     }
@@ -164,9 +216,34 @@ mod tests {
         assert!(!k.covers(t, &ban(&[25], None), now));
         let (_, jails) = k.in_force(now).next().unwrap();
         assert_eq!(jails, ["imap", "vpopmail"]);
-        assert_eq!(k.get(t).unwrap().ports, PortSet::Only(vec![110, 143]));
+        assert_eq!(k.get(t).unwrap().ports, PortSet::only(&[110, 143]));
         assert_eq!(k.count_in_force(now + Duration::from_secs(601)), 0);
         assert!(k.forget(t) && !k.forget(t));
+    }
+
+    #[test]
+    fn absorbing_keeps_what_is_newer() {
+        let t1: Target = "203.0.113.1".parse().unwrap();
+        let t2: Target = "203.0.113.2".parse().unwrap();
+        let mut old = KnownBans::default();
+        old.remember(t1, &ban(&[110], Some(60)), "a");
+        old.remember(t2, &ban(&[110], Some(60)), "a");
+        let mut new = KnownBans::default();
+        new.remember(t1, &ban(&[143], None), "b");
+        new.absorb(old);
+        assert_eq!(
+            new.get(t1).unwrap().ports,
+            PortSet::only(&[143]),
+            "newer kept"
+        );
+        assert_eq!(
+            new.get(t2).unwrap().ports,
+            PortSet::only(&[110]),
+            "older added"
+        );
+        let mut empty = KnownBans::default();
+        empty.absorb(new);
+        assert_eq!(empty.count_in_force(SystemTime::now()), 2);
     }
 
     #[test]

@@ -5,11 +5,13 @@
 mod engine;
 mod known;
 mod policy;
+mod remote;
 mod window;
 
 pub use self::{
-    engine::{BanEvent, Engine, JailStats, WindowEntries},
+    engine::{BanEvent, Engine, JailStats, LocalChange, Restoration, WindowEntries},
     known::KnownBans,
     policy::bantime_for,
+    remote::RemoteBan,
     window::{DEFAULT_MAX_TRACKED, FailureWindow},
 };

@@ -28,15 +28,12 @@ impl MemBanTable {
 
     /// A copy of every ban, by target.
     pub fn bans(&self) -> HashMap<Target, Ban> {
-        self.lock()
-            .iter()
-            .map(|(t, (b, _))| (*t, b.clone()))
-            .collect()
+        self.lock().iter().map(|(t, (b, _))| (*t, *b)).collect()
     }
 
     /// The ban on one address, if any.
     pub fn ban_on(&self, addr: IpAddr) -> Option<Ban> {
-        self.lock().get(&Target::host(addr)).map(|(b, _)| b.clone())
+        self.lock().get(&Target::host(addr)).map(|(b, _)| *b)
     }
 
     /// Edits one ban in place (tests: make it lapse).
@@ -58,14 +55,14 @@ impl BanTable for MemBanTable {
     fn insert(&mut self, target: Target, ban: &Ban) -> Result<(), BpfError> {
         let mut bans = self.lock();
         let drops = bans.get(&target).map_or(0, |(_, d)| *d);
-        bans.insert(target, (ban.clone(), drops));
+        bans.insert(target, (*ban, drops));
         Ok(())
     }
 
     fn entry(&self, target: Target) -> Result<Option<Listed>, BpfError> {
         Ok(self.lock().get(&target).map(|(ban, drops)| Listed {
             target,
-            ban: ban.clone(),
+            ban: *ban,
             drops: *drops,
         }))
     }
@@ -80,7 +77,7 @@ impl BanTable for MemBanTable {
             .iter()
             .map(|(target, (ban, drops))| Listed {
                 target: *target,
-                ban: ban.clone(),
+                ban: *ban,
                 drops: *drops,
             })
             .collect())

@@ -45,7 +45,9 @@ pub trait BanTable: Send {
     }
     /// Many bans at once (restore, `ban --file`): new entries, drop counters
     /// start at zero. Returns how many were written; stops at the first
-    /// error (a full map), keeping what was written.
+    /// error (a full map), keeping what was written. Bans are written in
+    /// their order within each kind (IPv4 hosts, IPv6 hosts, networks), IPv4
+    /// hosts first: give them in that order to know which were written.
     fn insert_many(&mut self, bans: &[(Target, Ban)]) -> Result<usize, BpfError> {
         for (i, (target, ban)) in bans.iter().enumerate() {
             if let Err(e) = self.insert(*target, ban) {

@@ -590,8 +590,11 @@ impl BanTable for XdpBanTable {
             return batch_error(e, map_names::BANS_V6, c6, written);
         }
         for (target, ban) in nets {
-            self.insert(target, ban)?;
-            written += 1;
+            match self.insert(target, ban) {
+                Ok(()) => written += 1,
+                Err(BpfError::MapFull { .. }) if written > 0 => return Ok(written),
+                Err(e) => return Err(e),
+            }
         }
         Ok(written)
     }
@@ -630,7 +633,7 @@ impl BanTable for XdpBanTable {
                 }
             }
             PortSet::Only(list) => {
-                for &port in list {
+                for &port in list.iter() {
                     if self.marked.insert(port) {
                         self.ports
                             .set(u32::from(port), 1, 0)

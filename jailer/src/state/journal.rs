@@ -54,10 +54,16 @@ pub enum Record {
         /// Counting only (`ban --monitor`).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         monitor: bool,
+        /// The fleet member that set it; absent for this server's own.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<String>,
     },
     Unban {
         addr: Target,
         at: u64,
+        /// The fleet member whose ban is lifted; absent for this server's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<String>,
     },
     UnbanAll {
         at: u64,
@@ -75,14 +81,24 @@ impl Record {
         Self::Ban {
             addr: target,
             jail: jail.to_owned(),
-            ports: ban.ports.clone(),
+            ports: ban.ports,
             until: match ban.expiry {
                 Expiry::Never => None,
                 Expiry::At(t) => Some(unix_secs(t).max(1)),
             },
             at: unix_secs(now),
             monitor: ban.monitor,
+            origin: None,
         }
+    }
+
+    /// A fleet member's ban, as this server enforces it.
+    pub fn remote_ban(target: Target, jail: &str, ban: &Ban, origin: &str, at: u64) -> Self {
+        let mut record = Self::ban(target, jail, ban, from_unix_secs(at));
+        if let Self::Ban { origin: o, .. } = &mut record {
+            *o = Some(origin.to_owned());
+        }
+        record
     }
 }
 
@@ -112,12 +128,20 @@ pub struct Replay {
     /// Bans not lifted, by target (the latest ban wins); may be expired.
     /// (Fx hashing: the journal is jailer's own file, not attacker input.)
     pub bans: FxHashMap<Target, BanEntry>,
+    /// Fleet members' bans enforced here, by (member, target).
+    remote: FxHashMap<(u32, Target), BanEntry>,
+    /// Fleet member names.
+    origins: Interner,
     /// Bans per (jail, target) within the history window.
     counts: FxHashMap<(u32, Target), u32>,
     /// The ban records behind `counts`, for compaction.
     history: Vec<(Target, BanEntry)>,
     /// Lines skipped as unreadable.
     pub skipped: usize,
+    /// Records read.
+    pub records: usize,
+    /// Bytes read: where records appended later start.
+    pub bytes: u64,
 }
 
 /// Strings shared by many records, stored once.
@@ -158,7 +182,7 @@ impl Replay {
         // narrower than any ban, never wider.
         self.port_sets[e.ports as usize]
             .clone()
-            .unwrap_or(PortSet::Only(Vec::new()))
+            .unwrap_or(PortSet::only(&[]))
     }
 
     /// The ban an entry stands for.
@@ -181,6 +205,18 @@ impl Replay {
             .map(|(n, e)| (*n, e))
     }
 
+    /// Fleet members' bans still in force at `now`: (member, target, entry).
+    pub fn active_remote(
+        &self,
+        now: SystemTime,
+    ) -> impl Iterator<Item = (&str, Target, &BanEntry)> {
+        let now = unix_secs(now);
+        self.remote
+            .iter()
+            .filter(move |(_, e)| e.until.is_none_or(|u| u > now))
+            .map(|((o, t), e)| (self.origins.values[*o as usize].as_str(), *t, e))
+    }
+
     /// How often `jail` banned `target` within the history window.
     pub fn count(&self, jail: &str, target: Target) -> u32 {
         self.jails
@@ -198,7 +234,18 @@ impl Replay {
             .map(|((j, n), c)| (self.jails.values[*j as usize].as_str(), *n, *c))
     }
 
-    fn record(&self, target: Target, e: &BanEntry) -> Record {
+    /// How many records compaction would keep of this journal at `now`.
+    pub fn compacted_len(&self, now: SystemTime) -> usize {
+        let nows = unix_secs(now);
+        let past = self
+            .history
+            .iter()
+            .filter(|(t, e)| !(self.bans.get(t) == Some(e) && e.until.is_none_or(|u| u > nows)))
+            .count();
+        2 * past + self.active(now).count() + self.active_remote(now).count()
+    }
+
+    fn record(&self, target: Target, e: &BanEntry, origin: Option<&str>) -> Record {
         Record::Ban {
             addr: target,
             jail: self.jail(e).to_owned(),
@@ -206,6 +253,7 @@ impl Replay {
             until: e.until,
             at: e.at,
             monitor: e.monitor,
+            origin: origin.map(str::to_owned),
         }
     }
 
@@ -218,6 +266,7 @@ impl Replay {
                 until,
                 at,
                 monitor,
+                origin,
             } => {
                 let (ports, new) = self.ports.intern(&ports);
                 if new {
@@ -233,16 +282,36 @@ impl Replay {
                     at,
                     monitor,
                 };
+                if let Some(origin) = origin {
+                    // Another member's: not history of this server's own.
+                    let (origin, _) = self.origins.intern(&origin);
+                    self.remote.insert((origin, addr), entry);
+                    return Ok(());
+                }
                 if at >= horizon {
                     *self.counts.entry((jail, addr)).or_default() += 1;
                     self.history.push((addr, entry));
                 }
                 self.bans.insert(addr, entry);
             }
-            Parsed::Unban { addr, .. } => {
+            Parsed::Unban {
+                addr, origin: None, ..
+            } => {
                 self.bans.remove(&addr);
             }
-            Parsed::UnbanAll { .. } => self.bans.clear(),
+            Parsed::Unban {
+                addr,
+                origin: Some(origin),
+                ..
+            } => {
+                if let Some(&o) = self.origins.index.get(origin.as_ref()) {
+                    self.remote.remove(&(o, addr));
+                }
+            }
+            Parsed::UnbanAll { .. } => {
+                self.bans.clear();
+                self.remote.clear();
+            }
         }
         Ok(())
     }
@@ -266,10 +335,12 @@ enum Parsed<'a> {
         until: Option<u64>,
         at: u64,
         monitor: bool,
+        origin: Option<Cow<'a, str>>,
     },
     Unban {
         addr: Target,
         at: u64,
+        origin: Option<Cow<'a, str>>,
     },
     UnbanAll {
         at: u64,
@@ -311,6 +382,7 @@ impl Parsed<'_> {
                 until,
                 at,
                 monitor,
+                origin,
             } => Record::Ban {
                 addr,
                 jail: jail.into_owned(),
@@ -318,8 +390,13 @@ impl Parsed<'_> {
                 until,
                 at,
                 monitor,
+                origin: origin.map(Cow::into_owned),
             },
-            Self::Unban { addr, at } => Record::Unban { addr, at },
+            Self::Unban { addr, at, origin } => Record::Unban {
+                addr,
+                at,
+                origin: origin.map(Cow::into_owned),
+            },
             Self::UnbanAll { at } => Record::UnbanAll { at },
         })
     }
@@ -335,6 +412,7 @@ impl From<Record> for Parsed<'_> {
                 until,
                 at,
                 monitor,
+                origin,
             } => Self::Ban {
                 addr,
                 jail: Cow::Owned(jail),
@@ -342,8 +420,13 @@ impl From<Record> for Parsed<'_> {
                 until,
                 at,
                 monitor,
+                origin: origin.map(Cow::Owned),
             },
-            Record::Unban { addr, at } => Self::Unban { addr, at },
+            Record::Unban { addr, at, origin } => Self::Unban {
+                addr,
+                at,
+                origin: origin.map(Cow::Owned),
+            },
             Record::UnbanAll { at } => Self::UnbanAll { at },
         }
     }
@@ -370,6 +453,7 @@ fn parse_canonical(line: &[u8]) -> Option<Parsed<'_>> {
         c.eat(b",\"at\":")?;
         let at = c.number()?;
         let monitor = c.eat(b",\"monitor\":true").is_some();
+        let origin = c.origin()?;
         Parsed::Ban {
             addr,
             jail: Cow::Borrowed(jail),
@@ -377,20 +461,77 @@ fn parse_canonical(line: &[u8]) -> Option<Parsed<'_>> {
             until,
             at,
             monitor,
+            origin,
         }
     } else if c.eat(b"unban\",\"addr\":\"").is_some() {
         let addr = c.string()?.parse().ok()?;
         c.eat(b",\"at\":")?;
-        Parsed::Unban {
-            addr,
-            at: c.number()?,
-        }
+        let at = c.number()?;
+        let origin = c.origin()?;
+        Parsed::Unban { addr, at, origin }
     } else {
         c.eat(b"unban_all\",\"at\":")?;
         Parsed::UnbanAll { at: c.number()? }
     };
     c.eat(b"}")?;
     c.0.is_empty().then_some(record)
+}
+
+/// Appends `record` as one canonical journal line: what serde writes for
+/// it, without serde (a million bans by hand). Jail names that need JSON
+/// escapes go through serde.
+fn write_record(record: &Record, out: &mut Vec<u8>) {
+    use std::io::Write as _;
+    let plain = |s: &str| !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20);
+    // Writes into a Vec cannot fail.
+    let _ = match record {
+        Record::Ban {
+            addr,
+            jail,
+            ports,
+            until,
+            at,
+            monitor,
+            origin,
+        } if plain(jail) && origin.as_deref().is_none_or(plain) => {
+            let _ = write!(
+                out,
+                "{{\"op\":\"ban\",\"addr\":\"{addr}\",\"jail\":\"{jail}\",\"ports\":\"{ports}\",\"until\":"
+            );
+            let _ = match until {
+                Some(u) => write!(out, "{u}"),
+                None => write!(out, "null"),
+            };
+            let _ = write!(out, ",\"at\":{at}");
+            if *monitor {
+                let _ = write!(out, ",\"monitor\":true");
+            }
+            if let Some(origin) = origin {
+                let _ = write!(out, ",\"origin\":\"{origin}\"");
+            }
+            writeln!(out, "}}")
+        }
+        Record::Ban { .. } => serde_json::to_writer(&mut *out, record)
+            .map_err(io::Error::other)
+            .and_then(|()| writeln!(out)),
+        Record::Unban {
+            addr,
+            at,
+            origin: None,
+        } => writeln!(out, "{{\"op\":\"unban\",\"addr\":\"{addr}\",\"at\":{at}}}"),
+        Record::Unban {
+            addr,
+            at,
+            origin: Some(origin),
+        } if plain(origin) => writeln!(
+            out,
+            "{{\"op\":\"unban\",\"addr\":\"{addr}\",\"at\":{at},\"origin\":\"{origin}\"}}"
+        ),
+        Record::Unban { .. } => serde_json::to_writer(&mut *out, record)
+            .map_err(io::Error::other)
+            .and_then(|()| writeln!(out)),
+        Record::UnbanAll { at } => writeln!(out, "{{\"op\":\"unban_all\",\"at\":{at}}}"),
+    };
 }
 
 /// A position in a canonical journal line.
@@ -412,6 +553,15 @@ impl<'a> Cursor<'a> {
         }
         self.0 = &rest[1..];
         std::str::from_utf8(text).ok()
+    }
+
+    /// An optional `,"origin":"..."`: `Some(None)` when absent, `None`
+    /// when malformed.
+    fn origin(&mut self) -> Option<Option<Cow<'a, str>>> {
+        if self.eat(b",\"origin\":\"").is_none() {
+            return Some(None);
+        }
+        Some(Some(Cow::Borrowed(self.string()?)))
     }
 
     fn number(&mut self) -> Option<u64> {
@@ -496,6 +646,12 @@ fn parse_parallel(bytes: &[u8], now: u64) -> Vec<Vec<(usize, Result<Parsed<'_>, 
     })
 }
 
+/// The journal open for appending, and its lock, held together.
+struct Locked {
+    file: fs::File,
+    _lock: Flock<fs::File>,
+}
+
 /// The ban journal in `state_dir`.
 pub struct Journal {
     path: PathBuf,
@@ -521,36 +677,65 @@ impl Journal {
         }
     }
 
-    fn lock(&self) -> Result<Flock<fs::File>, StateError> {
-        let file = files::open_append(&self.path).map_err(self.io_err())?;
-        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| StateError::Io {
-            path: self.path.clone(),
+    fn lock(&self) -> Result<Locked, StateError> {
+        self.lock_with(FlockArg::LockExclusive)
+    }
+
+    /// The journal, opened for appending under its lock. The lock is a file
+    /// of its own: compaction replaces the journal's inode, and a lock on
+    /// the old one would not keep a writer off the new one.
+    fn lock_with(&self, how: FlockArg) -> Result<Locked, StateError> {
+        let lock_path = self.path.with_extension("jsonl.lock");
+        let lock = files::open_append(&lock_path).map_err(|source| StateError::Io {
+            path: lock_path.clone(),
+            source,
+        })?;
+        let lock = Flock::lock(lock, how).map_err(|(_, e)| StateError::Io {
+            path: lock_path,
             source: e.into(),
-        })
+        })?;
+        let file = files::open_append(&self.path).map_err(self.io_err())?;
+        Ok(Locked { file, _lock: lock })
     }
 
     /// Appends records in one write; with `sync`, on disk before returning.
     pub fn append(&self, records: &[Record], sync: bool) -> Result<(), StateError> {
+        self.write(records, sync, FlockArg::LockExclusive)
+    }
+
+    /// [`Journal::append`], or `Ok(false)` at once when someone holds the
+    /// journal (a compaction): the agent's loop never waits on it.
+    pub fn try_append(&self, records: &[Record]) -> Result<bool, StateError> {
+        match self.write(records, false, FlockArg::LockExclusiveNonblock) {
+            Ok(()) => Ok(true),
+            Err(StateError::Io { source, .. })
+                if source.raw_os_error() == Some(libc::EWOULDBLOCK) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn write(&self, records: &[Record], sync: bool, how: FlockArg) -> Result<(), StateError> {
         if records.is_empty() {
             return Ok(());
         }
         let mut text = Vec::with_capacity(records.len() * 96);
         for r in records {
-            // Records hold only strings, numbers and bools: they always serialize.
-            serde_json::to_writer(&mut text, r).map_err(|e| self.io_err()(e.into()))?;
-            text.push(b'\n');
+            write_record(r, &mut text);
         }
-        let mut file = self.lock()?;
-        file.write_all(&text).map_err(self.io_err())?;
+        let mut locked = self.lock_with(how)?;
+        locked.file.write_all(&text).map_err(self.io_err())?;
         if sync {
-            file.sync_data().map_err(self.io_err())?;
+            locked.file.sync_data().map_err(self.io_err())?;
         }
         Ok(())
     }
 
     /// Flushes appended records to disk.
     pub fn sync(&self) -> Result<(), StateError> {
-        self.lock()?.sync_data().map_err(self.io_err())
+        self.lock()?.file.sync_data().map_err(self.io_err())
     }
 
     /// The journal's length now: where [`Journal::read_from`] starts.
@@ -617,9 +802,10 @@ impl Journal {
         out.bans.reserve(records);
         out.counts.reserve(records);
         out.history.reserve(records);
+        out.bytes = bytes.len() as u64;
         for (i, record) in parsed.into_iter().flatten() {
             match record.and_then(|r| out.apply(r, horizon)) {
-                Ok(()) => {}
+                Ok(()) => out.records += 1,
                 Err(why) => {
                     out.skipped += 1;
                     warn!(file = %self.path.display(), line = i + 1, error = %why, "unreadable ban journal record skipped");
@@ -631,8 +817,9 @@ impl Journal {
 
     /// Rewrites the journal with only what still matters and parsed: bans in
     /// force and ban history within the window. Atomic (temp file + rename).
-    /// Returns the replay it made, so the caller need not read it twice.
-    pub fn compact(&self, now: SystemTime) -> Result<Replay, StateError> {
+    /// Returns the replay it made, so the caller need not read it twice, and
+    /// the size of the journal it wrote (records appended later start there).
+    pub fn compact(&self, now: SystemTime) -> Result<(Replay, u64), StateError> {
         let _lock = self.lock()?;
         let replay = self.replay(now)?;
         let nows = unix_secs(now);
@@ -640,27 +827,27 @@ impl Journal {
             replay.bans.get(target) == Some(e) && e.until.is_none_or(|u| u > nows)
         };
         let mut text = Vec::new();
-        let mut push = |r: &Record| {
-            if serde_json::to_writer(&mut text, r).is_ok() {
-                text.push(b'\n');
-            }
-        };
+        let mut push = |r: &Record| write_record(r, &mut text);
         // Past bans as ban+unban pairs (they count, they do not drop), then
         // the bans in force last so they win.
         for (target, e) in &replay.history {
             if !in_force(target, e) {
-                push(&replay.record(*target, e));
+                push(&replay.record(*target, e, None));
                 push(&Record::Unban {
                     addr: *target,
                     at: e.at,
+                    origin: None,
                 });
             }
         }
         for (target, e) in replay.active(now) {
-            push(&replay.record(target, e));
+            push(&replay.record(target, e, None));
+        }
+        for (origin, target, e) in replay.active_remote(now) {
+            push(&replay.record(target, e, Some(origin)));
         }
         files::write_atomic(&self.path, &text).map_err(self.io_err())?;
-        Ok(replay)
+        Ok((replay, text.len() as u64))
     }
 }
 
@@ -676,10 +863,11 @@ mod tests {
         Record::Ban {
             addr: target(addr),
             jail: jail.into(),
-            ports: PortSet::Only(vec![110]),
+            ports: PortSet::only(&[110]),
             until,
             at,
             monitor: false,
+            origin: None,
         }
     }
 
@@ -702,6 +890,7 @@ mod tests {
                 Record::Unban {
                     addr: target("203.0.113.9"),
                     at: 1_000_001,
+                    origin: None,
                 },
             ],
             true,
@@ -779,7 +968,7 @@ mod tests {
             .collect();
         assert_eq!(active.len(), 1);
         assert_eq!(active[0].0, target("203.0.113.9"));
-        assert_eq!(active[0].1.ports, PortSet::Only(vec![110, 995]));
+        assert_eq!(active[0].1.ports, PortSet::only(&[110, 995]));
         assert_eq!(active[0].1.expiry, Expiry::At(from_unix_secs(1_000_600)));
     }
 
@@ -809,15 +998,41 @@ mod tests {
                 until: None,
                 at: 7,
                 monitor: true,
+                origin: None,
             },
+            Record::remote_ban(
+                target("192.0.2.0/24"),
+                "postfix",
+                &Ban::new(PortSet::only(&[25, 110]), Expiry::Never),
+                "mx2",
+                8,
+            ),
             Record::Unban {
                 addr: target("203.0.113.7"),
                 at: 9,
+                origin: None,
+            },
+            Record::Unban {
+                addr: target("192.0.2.0/24"),
+                at: 9,
+                origin: Some("mx2".into()),
             },
             Record::UnbanAll { at: 10 },
         ];
+        // A jail name JSON must escape: still serde's form, read by serde.
+        let odd = ban("203.0.113.7", "a\"b\\c", None, 1);
+        let mut line = Vec::new();
+        write_record(&odd, &mut line);
+        assert_eq!(serde_json::from_slice::<Record>(&line).unwrap(), odd);
         for r in &records {
             let line = serde_json::to_string(r).unwrap();
+            let mut ours = Vec::new();
+            write_record(r, &mut ours);
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                format!("{line}\n"),
+                "the writer is serde's form"
+            );
             let fast = parse_canonical(line.as_bytes()).unwrap_or_else(|| panic!("{line}"));
             let slow = Parsed::from(serde_json::from_str::<Record>(&line).unwrap());
             assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "{line}");

@@ -32,6 +32,10 @@ pub struct Snapshot {
     pub positions: BTreeMap<PathBuf, Position>,
     /// By jail: (address, failure times in ms since the epoch).
     pub windows: BTreeMap<String, Vec<(IpAddr, Vec<u64>)>>,
+    /// By jail: the cursor of the last journal entry handled
+    /// (`backend = "systemd"`).
+    #[serde(default)]
+    pub cursors: BTreeMap<String, String>,
 }
 
 impl Snapshot {
