@@ -24,6 +24,7 @@ use aya_ebpf::{
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
+use jailer_common::{DROP_SLOTS, DropSlot, drop_slot, tag_v4_host};
 
 const MAX: usize = 1 << 20;
 const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
@@ -31,7 +32,8 @@ const ETH_P_IP: u16 = 0x0800;
 /// Ethernet header length; the IPv4 source sits 12 bytes into IPv4.
 const ETH_LEN: usize = 14;
 
-/// A map value shaped like jailer's `BanValue` (40 bytes, `drops` second).
+/// A map value shaped like jailer's `BanValue` before (40 bytes, `drops`
+/// second, bumped by the atomic-add probe).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Value {
@@ -65,6 +67,10 @@ static PROBE_ARRAY: Array<u32, 65536> = Array::new();
 
 #[btf_map]
 static PROBE_PCPU_ARRAY: PerCpuArray<u64, 4> = PerCpuArray::new();
+
+/// Shaped like jailer's `DROPS`.
+#[btf_map]
+static PROBE_DROPS: PerCpuArray<DropSlot, { DROP_SLOTS as usize }> = PerCpuArray::new();
 
 /// The `N` bytes at `offset`, when the frame holds them.
 #[inline(always)]
@@ -237,6 +243,31 @@ pub fn probe_hash4_atomic(ctx: XdpContext) -> u32 {
         }
         None => xdp_action::XDP_PASS,
     }
+}
+
+/// Hash lookup, then jailer's drop count: this CPU's `DROPS` slot of the
+/// source's tag, tag compared, plain add (jailer now).
+#[xdp]
+pub fn probe_hash4_slot(ctx: XdpContext) -> u32 {
+    let Some(src) = src4(&ctx) else {
+        return xdp_action::XDP_PASS;
+    };
+    if PROBE_HASH4.get_ptr(src).is_none() {
+        return xdp_action::XDP_PASS;
+    }
+    let tag = tag_v4_host(src);
+    if let Some(slot) = PROBE_DROPS.get_ptr_mut(drop_slot(tag)) {
+        // SAFETY: this CPU's slot; nothing else writes it while we run.
+        unsafe {
+            if (*slot).tag == tag {
+                (*slot).drops += 1;
+            } else {
+                core::ptr::write_volatile(&raw mut (*slot).drops, 1);
+                core::ptr::write_volatile(&raw mut (*slot).tag, tag);
+            }
+        }
+    }
+    xdp_action::XDP_DROP
 }
 
 /// Per-CPU hash lookup, then a plain add on this CPU's copy.

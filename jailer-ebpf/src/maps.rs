@@ -5,32 +5,30 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
-    btf_maps::{Array, LpmTrie, PerCpuArray, PerCpuHashMap, lpm_trie::Key},
+    btf_maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
     helpers::bpf_map_lookup_elem,
     macros::btf_map,
 };
 use jailer_common::{
-    BanKeyV4, BanKeyV6, BanValue, ClockCache, MAX_BANS, MAX_NET_BANS, NetDropKeyV4, NetDropKeyV6,
-    NetV4, NetV6, PORT_ENTRIES, setting, stat,
+    BanKeyV4, BanKeyV6, BanValue, ClockCache, DROP_SLOTS, DropSlot, MAX_BANS, MAX_NET_BANS, NetV4,
+    NetV6, PORT_ENTRIES, setting, stat,
 };
 
 const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
 
-/// Exact IPv4 source bans, one value per CPU: the datapath reads its own
-/// CPU's copy and bumps that copy's `drops` with a plain add, so a flood
-/// spread over every queue shares no cache line. Not preallocated: a million
-/// idle slots would pin kernel memory on a server holding a few hundred bans.
+/// Exact IPv4 source bans, read only by the datapath (drops are counted in
+/// `DROPS`). Not preallocated: a million idle slots would pin ~100 MiB of
+/// kernel memory on a server that holds a few hundred bans.
 #[btf_map]
-pub static BANS_V4: PerCpuHashMap<BanKeyV4, BanValue, { MAX_BANS as usize }, NO_PREALLOC> =
-    PerCpuHashMap::new();
+pub static BANS_V4: HashMap<BanKeyV4, BanValue, { MAX_BANS as usize }, NO_PREALLOC> =
+    HashMap::new();
 
-/// Exact IPv6 source bans, per CPU like `BANS_V4`.
+/// Exact IPv6 source bans.
 #[btf_map]
-pub static BANS_V6: PerCpuHashMap<BanKeyV6, BanValue, { MAX_BANS as usize }, NO_PREALLOC> =
-    PerCpuHashMap::new();
+pub static BANS_V6: HashMap<BanKeyV6, BanValue, { MAX_BANS as usize }, NO_PREALLOC> =
+    HashMap::new();
 
 /// IPv4 prefix bans (`jailer ban 203.0.113.0/24`), longest prefix wins.
-/// Read only by the datapath (drops go to `NET_DROPS_V4`).
 #[btf_map]
 pub static BANS_V4_NET: LpmTrie<NetV4, BanValue, { MAX_NET_BANS as usize }> = LpmTrie::new();
 
@@ -38,17 +36,10 @@ pub static BANS_V4_NET: LpmTrie<NetV4, BanValue, { MAX_NET_BANS as usize }> = Lp
 #[btf_map]
 pub static BANS_V6_NET: LpmTrie<NetV6, BanValue, { MAX_NET_BANS as usize }> = LpmTrie::new();
 
-/// Per-CPU drop counts of prefix bans, keyed by the matched prefix.
-pub type NetDrops<K> = PerCpuHashMap<K, u64, { MAX_NET_BANS as usize }, NO_PREALLOC>;
-
-/// Drop counts of IPv4 prefix bans, touched only when a prefix ban drops
-/// (tries have no per-CPU variant).
+/// Per-ban drop counts: each CPU's direct-mapped cache of them (see
+/// `jailer_common::DropSlot`), 1 MiB per CPU, touched only on a drop.
 #[btf_map]
-pub static NET_DROPS_V4: NetDrops<NetDropKeyV4> = PerCpuHashMap::new();
-
-/// Drop counts of IPv6 prefix bans.
-#[btf_map]
-pub static NET_DROPS_V6: NetDrops<NetDropKeyV6> = PerCpuHashMap::new();
+pub static DROPS: PerCpuArray<DropSlot, { DROP_SLOTS as usize }> = PerCpuArray::new();
 
 /// Runtime settings (`jailer_common::setting` slots): monitor mode, and
 /// whether the prefix tries hold anything.

@@ -1,22 +1,22 @@
 //! Ban lookup and verdict. Nothing here logs, and nothing on the drop path
-//! writes memory another CPU writes: per-ban drop counts live in per-CPU map
-//! values, packet counters and the cached clock in per-CPU arrays.
+//! writes memory another CPU writes: ban values are only read, per-ban drop
+//! counts, packet counters and the cached clock live in per-CPU arrays.
 
 use aya_ebpf::{
-    bindings::{BPF_NOEXIST, xdp_action},
+    bindings::xdp_action,
     btf_maps::lpm_trie::Key,
     helpers::{bpf_jiffies64, bpf_ktime_get_boot_ns},
     programs::XdpContext,
 };
 use jailer_common::{
-    BAN_MONITOR, BanKeyV4, BanKeyV6, BanValue, NetDropKeyV4, NetDropKeyV6, SETTINGS_MONITOR,
-    setting, stat,
+    BAN_MONITOR, BanKeyV4, BanKeyV6, BanValue, SETTINGS_MONITOR, drop_slot, prefix_mask, setting,
+    stat, tag_v4_host, tag_v4_net, tag_v6_host, tag_v6_net, v6_halves,
 };
 
 use crate::{
     maps::{
-        BANS_V4, BANS_V4_NET, BANS_V6, BANS_V6_NET, CLOCK, NET_DROPS_V4, NET_DROPS_V6, NetDrops,
-        PORTS, SETTINGS, STATS, lpm_lookup,
+        BANS_V4, BANS_V4_NET, BANS_V6, BANS_V6_NET, CLOCK, DROPS, PORTS, SETTINGS, STATS,
+        lpm_lookup,
     },
     parse::{
         ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, parse_eth, parse_ipv4, parse_ipv6, parse_tcp_dport,
@@ -70,12 +70,6 @@ fn boot_ns() -> u64 {
     }
 }
 
-/// Whether `ban` drops (or, in monitor mode, would drop) a packet to `port`.
-#[inline(always)]
-fn applies(ban: &BanValue, port: u16) -> bool {
-    ban.covers_port(port) && ban.is_active(boot_ns())
-}
-
 /// The action for a packet a ban applies to: drop, or in monitor mode (the
 /// ban's or the global flag) count a would-be drop and pass.
 #[inline(always)]
@@ -88,49 +82,41 @@ fn enforce(ban: &BanValue, dropped_stat: u32) -> u32 {
     xdp_action::XDP_DROP
 }
 
-/// An exact ban: this CPU's copy of the value, whose `drops` only this CPU
-/// writes.
+/// Counts a drop for the ban named `tag` in this CPU's `DROPS` slot (see
+/// `jailer_common::DropSlot`): one array lookup and one or two stores to a
+/// line no other CPU writes.
 #[inline(always)]
-fn judge_exact(ban: *mut BanValue, port: u16, dropped_stat: u32) -> u32 {
-    // SAFETY: the per-CPU element stays valid for the rest of this run (RCU;
-    // not preallocated, so not recycled even if userspace deletes it).
+fn count_drop(tag: u64) {
+    let Some(slot) = DROPS.get_ptr_mut(drop_slot(tag)) else {
+        return;
+    };
+    // SAFETY: this CPU's slot of a per-CPU array, valid for the whole run;
+    // only this CPU's datapath writes it (userspace rewrites it only to
+    // clear a removed ban's count).
+    unsafe {
+        if (*slot).tag == tag {
+            (*slot).drops += 1;
+        } else {
+            // The count before the tag (see DropSlot): a reader never sees
+            // the new tag with the evicted ban's count.
+            core::ptr::write_volatile(&raw mut (*slot).drops, 1);
+            core::ptr::write_volatile(&raw mut (*slot).tag, tag);
+        }
+    }
+}
+
+/// The verdict of a matched ban: pass unless it covers `port` and is in
+/// force; else its drop (or would-be drop) is counted under `tag()`.
+#[inline(always)]
+fn judge(ban: *const BanValue, port: u16, tag: impl FnOnce() -> u64, dropped_stat: u32) -> u32 {
+    // SAFETY: map values stay valid for the rest of this run (RCU; the hash
+    // is not preallocated, so an element is not recycled under us).
     let value = unsafe { &*ban };
-    if !applies(value, port) {
+    if !(value.covers_port(port) && value.is_active(boot_ns())) {
         return xdp_action::XDP_PASS;
     }
-    // SAFETY: this CPU's copy; nothing else writes it while we run (userspace
-    // rewrites copies only when it re-bans, keeping each CPU's count).
-    unsafe { (*ban).drops += 1 };
+    count_drop(tag());
     enforce(value, dropped_stat)
-}
-
-/// Counts a drop of a prefix ban in its per-CPU counter (created on the
-/// first drop; userspace removes it with the ban).
-#[inline(always)]
-fn count_net_drop<K>(map: &NetDrops<K>, key: &K) {
-    if let Some(n) = map.get_ptr_mut(key) {
-        // SAFETY: this CPU's slot of a live element.
-        unsafe { *n += 1 };
-        return;
-    }
-    // Another CPU may create it between the lookup and here: then add to
-    // the one it made.
-    if map.insert(key, 1, u64::from(BPF_NOEXIST)).is_err()
-        && let Some(n) = map.get_ptr_mut(key)
-    {
-        // SAFETY: as above.
-        unsafe { *n += 1 };
-    }
-}
-
-/// The bits of a big-endian word kept by a prefix of `bits` (0..=64).
-#[inline(always)]
-fn prefix_mask(bits: u32) -> u64 {
-    match bits {
-        0 => 0,
-        1..64 => !(u64::MAX >> bits),
-        _ => u64::MAX,
-    }
 }
 
 /// `Ok(action)` for a parsed packet, `Err` for one we could not parse (the
@@ -148,29 +134,24 @@ pub fn try_jailer(ctx: &XdpContext) -> Result<u32, ()> {
             if !protected(port) {
                 return Ok(xdp_action::XDP_PASS);
             }
-            if let Some(ban) = BANS_V4.get_ptr_mut(BanKeyV4 { addr: ip.src }) {
-                return Ok(judge_exact(ban, port, stat::DROPPED_V4));
+            let s = ip.src;
+            if let Some(ban) = BANS_V4.get_ptr(BanKeyV4 { addr: s }) {
+                return Ok(judge(ban, port, || tag_v4_host(s), stat::DROPPED_V4));
             }
             if setting(setting::NETS_V4) == 0 {
                 return Ok(xdp_action::XDP_PASS);
             }
-            let s = ip.src;
             let key = Key::new(64, [s[0], s[1], s[2], s[3], 0, 0, 0, 0]);
             let Some(ban) = lpm_lookup(&BANS_V4_NET, &key) else {
                 return Ok(xdp_action::XDP_PASS);
             };
-            // SAFETY: trie values stay valid for the rest of this run (RCU).
-            let value = unsafe { &*ban };
-            if !applies(value, port) {
-                return Ok(xdp_action::XDP_PASS);
-            }
-            let addr = u32::from_be_bytes(s) & (prefix_mask(value.prefix_len) >> 32) as u32;
-            let drop_key = NetDropKeyV4 {
-                prefix_len: value.prefix_len,
-                addr: addr.to_be_bytes(),
+            let tag = || {
+                // SAFETY: as in `judge`.
+                let len = unsafe { (*ban).prefix_len };
+                let net = u32::from_be_bytes(s) & (prefix_mask(len) >> 32) as u32;
+                tag_v4_net(net.to_be_bytes(), len)
             };
-            count_net_drop(&NET_DROPS_V4, &drop_key);
-            Ok(enforce(value, stat::DROPPED_V4))
+            Ok(judge(ban, port, tag, stat::DROPPED_V4))
         }
         ETH_P_IPV6 => {
             let ip = parse_ipv6(ctx, l3)?;
@@ -181,8 +162,9 @@ pub fn try_jailer(ctx: &XdpContext) -> Result<u32, ()> {
             if !protected(port) {
                 return Ok(xdp_action::XDP_PASS);
             }
-            if let Some(ban) = BANS_V6.get_ptr_mut(BanKeyV6 { addr: ip.src }) {
-                return Ok(judge_exact(ban, port, stat::DROPPED_V6));
+            let (hi, lo) = v6_halves(ip.src);
+            if let Some(ban) = BANS_V6.get_ptr(BanKeyV6 { addr: ip.src }) {
+                return Ok(judge(ban, port, || tag_v6_host(hi, lo), stat::DROPPED_V6));
             }
             if setting(setting::NETS_V6) == 0 {
                 return Ok(xdp_action::XDP_PASS);
@@ -190,28 +172,16 @@ pub fn try_jailer(ctx: &XdpContext) -> Result<u32, ()> {
             let Some(ban) = lpm_lookup(&BANS_V6_NET, &Key::new(128, ip.src)) else {
                 return Ok(xdp_action::XDP_PASS);
             };
-            // SAFETY: trie values stay valid for the rest of this run (RCU).
-            let value = unsafe { &*ban };
-            if !applies(value, port) {
-                return Ok(xdp_action::XDP_PASS);
-            }
-            let s = ip.src;
-            let hi = u64::from_be_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]);
-            let lo = u64::from_be_bytes([s[8], s[9], s[10], s[11], s[12], s[13], s[14], s[15]]);
-            let len = value.prefix_len;
-            let (hi, lo) = (
-                hi & prefix_mask(len.min(64)),
-                lo & prefix_mask(len.saturating_sub(64)),
-            );
-            let mut addr = [0u8; 16];
-            addr[..8].copy_from_slice(&hi.to_be_bytes());
-            addr[8..].copy_from_slice(&lo.to_be_bytes());
-            let drop_key = NetDropKeyV6 {
-                prefix_len: len,
-                addr,
+            let tag = || {
+                // SAFETY: as in `judge`.
+                let len = unsafe { (*ban).prefix_len };
+                let (hi, lo) = (
+                    hi & prefix_mask(len.min(64)),
+                    lo & prefix_mask(len.saturating_sub(64)),
+                );
+                tag_v6_net(hi, lo, len)
             };
-            count_net_drop(&NET_DROPS_V6, &drop_key);
-            Ok(enforce(value, stat::DROPPED_V6))
+            Ok(judge(ban, port, tag, stat::DROPPED_V6))
         }
         _ => Ok(xdp_action::XDP_PASS),
     }

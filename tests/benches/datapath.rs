@@ -12,9 +12,11 @@
 //! c. `bpftool prog run` on the program attached to a veth (by its id)
 //!    beside this bench's figures.
 //! d. What each building block costs (the probes of jailer-bench-ebpf):
-//!    clocks, lookups, counters, shared vs per-CPU drop counters.
-//! e. Kernel memory per ban and the time to write 1M bans, per-CPU values
-//!    vs one shared value; restoring 1M bans from the journal.
+//!    clocks, lookups, counters, drop counters (a shared atomic, per-CPU
+//!    values, a per-CPU slot as jailer does).
+//! e. Kernel memory per ban and the time to write 1M bans (main's 40-byte
+//!    value, per-CPU values, jailer's 32-byte value); reading `DROPS`;
+//!    restoring 1M bans from the journal; the agent's memory at 1M bans.
 //! f. A banned sender into a veth pair: no ban, nft, iptables, `ip route`,
 //!    jailer XDP generic and driver (needs nftables and iptables).
 
@@ -29,7 +31,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, IterableMap as _, Map, MapData, PerCpuHashMap, PerCpuValues},
+    maps::{HashMap, IterableMap as _, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues},
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use ipnet::IpNet;
@@ -38,7 +40,7 @@ use jailer::{
     config::XdpMode,
     kernel::{BanTable, XdpBanTable, batch},
 };
-use jailer_common::{PROGRAM_NAME, map_names};
+use jailer_common::{DROP_SLOTS, DropSlot, PROGRAM_NAME, map_names};
 use jailer_tests::{Pair, TempBpffs, ban, host, load_bench, load_xdp, on_cpu, sh, tcp4, tcp6};
 
 const XDP_DROP: u32 = 1;
@@ -216,7 +218,7 @@ fn memlock(map: &MapData) -> i64 {
 
 fn map_id(ebpf: &Ebpf, name: &str) -> u32 {
     let data = match ebpf.map(name).unwrap() {
-        Map::HashMap(d) | Map::PerCpuHashMap(d) | Map::LpmTrie(d) => d,
+        Map::HashMap(d) | Map::PerCpuHashMap(d) | Map::LpmTrie(d) | Map::PerCpuArray(d) => d,
         other => panic!("{name}: {other:?}"),
     };
     data.info().unwrap().id()
@@ -310,6 +312,7 @@ fn parts_ab(show_a: bool, show_b: bool, e: &mut PartE) {
 
     let mut ebpf = load_xdp();
     let bans_v4 = MapData::from_id(map_id(&ebpf, map_names::BANS_V4)).unwrap();
+    let drops = MapData::from_id(map_id(&ebpf, map_names::DROPS)).unwrap();
     let mut table = XdpBanTable::from_ebpf(&mut ebpf).unwrap();
     let jailer = program(&ebpf, PROGRAM_NAME);
     let pop3 = ban(&[110], Some(3600));
@@ -324,14 +327,15 @@ fn parts_ab(show_a: bool, show_b: bool, e: &mut PartE) {
     ];
 
     // A million bans in each family (exact maps), and as many in the
-    // reference's map; the time and memory the per-CPU maps take (part e).
+    // reference's map; the time and memory the ban map takes (part e).
     let fill = filler(MILLION - 1, pop3);
     let (mem0, lock0, start) = (kernel_mem(), memlock(&bans_v4), Instant::now());
     assert_eq!(
         table.insert_many(&fill[..fill.len() / 2]).unwrap(),
         fill.len() / 2
     );
-    e.percpu = Some(Fill {
+    e.now = Some(Fill {
+        bans: (fill.len() / 2) as u32,
         secs: start.elapsed().as_secs_f64(),
         kernel_bytes: kernel_mem() - mem0,
         memlock_bytes: memlock(&bans_v4) - lock0,
@@ -346,6 +350,14 @@ fn parts_ab(show_a: bool, show_b: bool, e: &mut PartE) {
         .collect();
     let (n, err) = batch::update(ref_bans.map(), &keys, &vec![1u32; keys.len()], 1);
     assert!(err.is_none() && n == keys.len(), "reference fill: {err:?}");
+
+    e.drops_memlock = memlock(&drops);
+    e.drops_read = Some(read_drops(&table, &drops));
+    let start = Instant::now();
+    let listed = table.list().unwrap();
+    e.list_secs = start.elapsed().as_secs_f64();
+    assert_eq!(listed.len(), 2 * MILLION as usize);
+    drop(listed);
 
     let at1m = measure_a(jailer, reference);
     let two_cpus_at1m = [
@@ -527,7 +539,7 @@ fn part_c() {
 
 /// Part d: the building blocks.
 fn part_d() {
-    const PROBES: [&str; 11] = [
+    const PROBES: [&str; 12] = [
         "probe_base",
         "probe_jiffies",
         "probe_coarse_ns",
@@ -539,6 +551,7 @@ fn part_d() {
         "probe_hash16",
         "probe_hash4_atomic",
         "probe_pcpu_hash4_add",
+        "probe_hash4_slot",
     ];
     let mut ebpf = load_bench(&PROBES);
     let value = [0u8; 40];
@@ -574,7 +587,7 @@ fn part_d() {
         tcp6(BANNED6, 110),
     );
     let base = ns(program(&ebpf, "probe_base"), &b4, XDP_PASS);
-    let rows: [(&str, &str, &[u8], u32, bool); 11] = [
+    let rows: [(&str, &str, &[u8], u32, bool); 12] = [
         (
             "bounds check, return (base)",
             "probe_base",
@@ -639,15 +652,22 @@ fn part_d() {
             false,
         ),
         (
-            "+ hash hit, atomic add on the shared value (jailer before)",
+            "+ hash hit, atomic add on the shared value (main's layout)",
             "probe_hash4_atomic",
             &b4,
             XDP_DROP,
             true,
         ),
         (
-            "+ per-CPU hash hit, plain add on this CPU's copy (jailer now)",
+            "+ per-CPU hash hit, plain add on this CPU's copy (per-CPU ban values, tried)",
             "probe_pcpu_hash4_add",
+            &b4,
+            XDP_DROP,
+            true,
+        ),
+        (
+            "+ hash hit, this CPU's DROPS slot: tag compared, plain add (jailer now)",
+            "probe_hash4_slot",
             &b4,
             XDP_DROP,
             true,
@@ -671,8 +691,9 @@ fn part_d() {
     );
 }
 
-/// A map filled with a million bans: how long, and what the kernel took.
+/// A map filled with bans: how many, how long, and what the kernel took.
 struct Fill {
+    bans: u32,
     secs: f64,
     kernel_bytes: i64,
     memlock_bytes: i64,
@@ -680,55 +701,103 @@ struct Fill {
 
 #[derive(Default)]
 struct PartE {
-    percpu: Option<Fill>,
+    /// Jailer's BANS_V4 filled with 1M - 1 bans (half the 1M + 1M fill).
+    now: Option<Fill>,
+    /// `DROPS` read whole: (batch lookups, one lookup per index), seconds.
+    drops_read: Option<(f64, f64)>,
+    drops_memlock: i64,
+    /// `XdpBanTable::list` at 1M + 1M bans, drop counts included.
+    list_secs: f64,
 }
 
-/// Part e: memory and load times, per-CPU values vs one shared value.
-fn part_e(e: &PartE) {
-    // The layout before: a hash with one 40-byte value per ban.
-    let bench = load_bench(&[]);
-    let shared = MapData::from_id(map_id(&bench, "PROBE_HASH4")).unwrap();
-    let keys: Vec<[u8; 4]> = (1..=MILLION)
-        .map(|i| ((10u32 << 24) | i).to_be_bytes())
-        .collect();
-    let values = vec![[0u64; 5]; keys.len()];
-    let (mem0, lock0, start) = (kernel_mem(), memlock(&shared), Instant::now());
-    let (n, err) = batch::update(&shared, &keys, &values, 1);
-    assert!(err.is_none() && n == keys.len(), "{err:?}");
-    let old = Fill {
-        secs: start.elapsed().as_secs_f64(),
-        kernel_bytes: kernel_mem() - mem0,
-        memlock_bytes: memlock(&shared) - lock0,
+/// Reads every `DROPS` slot in batches (as `jailer list` does) and with one
+/// lookup per index; seconds each, best of 3.
+fn read_drops(table: &XdpBanTable, drops: &MapData) -> (f64, f64) {
+    let best = |f: &dyn Fn()| {
+        (0..3)
+            .map(|_| {
+                let start = Instant::now();
+                f();
+                start.elapsed().as_secs_f64()
+            })
+            .fold(f64::MAX, f64::min)
     };
-    drop(bench);
+    let batch = best(&|| drop(table.drop_counts().unwrap()));
+    let map = Map::from_map_data(MapData::from_id(drops.info().unwrap().id()).unwrap()).unwrap();
+    let array: PerCpuArray<MapData, DropSlot> = PerCpuArray::try_from(map).unwrap();
+    let one_by_one = best(&|| {
+        for i in 0..DROP_SLOTS {
+            drop(array.get(&i, 0).unwrap());
+        }
+    });
+    (batch, one_by_one)
+}
+
+/// Part e: memory and load times of the ban map layouts; reading the drop
+/// counts; restoring 1M bans from the journal; the agent's memory at 1M.
+fn part_e(e: &PartE) {
     let cpus = aya::util::nr_cpus().unwrap();
+    let fill = |name: &str, per_cpu: bool, n: u32| {
+        let bench = load_bench(&[]);
+        let map = MapData::from_id(map_id(&bench, name)).unwrap();
+        let keys: Vec<[u8; 4]> = (1..=n).map(|i| ((10u32 << 24) | i).to_be_bytes()).collect();
+        let per_key = if per_cpu { cpus } else { 1 };
+        let values = vec![[0u64; 5]; keys.len() * per_key];
+        let (mem0, lock0, start) = (kernel_mem(), memlock(&map), Instant::now());
+        let (written, err) = batch::update(&map, &keys, &values, per_key);
+        assert!(err.is_none() && written == keys.len(), "{name}: {err:?}");
+        Fill {
+            bans: n,
+            secs: start.elapsed().as_secs_f64(),
+            kernel_bytes: kernel_mem() - mem0,
+            memlock_bytes: memlock(&map) - lock0,
+        }
+    };
+    // Main's layout, and the per-CPU values this branch tried first (100k:
+    // a million take 12-20 s).
+    let main = fill("PROBE_HASH4", false, MILLION);
+    let per_cpu = fill("PROBE_PCPU4", true, MILLION / 10);
     println!(
-        "\n## e. a million IPv4 bans written with BPF_MAP_UPDATE_BATCH: time and kernel memory ({cpus} possible CPUs)\n"
+        "\n## e. IPv4 bans written with BPF_MAP_UPDATE_BATCH: time and kernel memory ({cpus} possible CPUs)\n"
     );
     println!(
-        "| layout | time | kernel memory per ban (slab + per-CPU, /proc/meminfo) | memlock per ban (fdinfo) |\n|---|---|---|---|"
+        "| layout | bans | time | per 1M | kernel memory per ban (slab + per-CPU, /proc/meminfo) | memlock per ban (fdinfo) |\n|---|---|---|---|---|---|"
     );
     let line = |name: &str, f: &Fill| {
         println!(
-            "| {name} | {:.2} s | {} B | {} B |",
+            "| {name} | {} | {:.2} s | {:.2} s | {} B | {} B |",
+            f.bans,
             f.secs,
-            f.kernel_bytes / i64::from(MILLION),
-            f.memlock_bytes / i64::from(MILLION)
+            f.secs * f64::from(MILLION) / f64::from(f.bans),
+            f.kernel_bytes / i64::from(f.bans),
+            f.memlock_bytes / i64::from(f.bans)
         );
     };
-    line("one shared 40-byte value (HASH, jailer before)", &old);
-    if let Some(f) = &e.percpu {
-        line(
-            &format!("one 40-byte value per CPU (PERCPU_HASH, jailer now, {cpus} x 40 B)"),
-            f,
+    line("HASH, one 40-byte value with `drops` (main)", &main);
+    line(
+        &format!("PERCPU_HASH, {cpus} x 40-byte values (tried, dropped)"),
+        &per_cpu,
+    );
+    if let Some(f) = &e.now {
+        line("HASH, one 32-byte read-only value (jailer now)", f);
+    }
+    if let Some((batch, one_by_one)) = e.drops_read {
+        println!(
+            "\nDROPS ({DROP_SLOTS} slots x {cpus} CPUs x 16 B, memlock {:.1} MiB): read whole in {:.1} ms with batch lookups, {:.1} ms with one lookup per index; `XdpBanTable::list` of 1M + 1M bans with their counts: {:.2} s",
+            e.drops_memlock as f64 / f64::from(1u32 << 20),
+            batch * 1e3,
+            one_by_one * 1e3,
+            e.list_secs
         );
     }
-    restore_1m();
+    let state = restore_1m();
+    agent_memory(state.path());
 }
 
 /// Restoring 1M bans after a reboot: journal replay plus batch writes into
-/// fresh, empty maps, as the agent does at start.
-fn restore_1m() {
+/// fresh, empty maps, as the agent does at start. Returns the state
+/// directory holding that journal.
+fn restore_1m() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let journal = jailer::state::Journal::new(dir.path());
     let now = std::time::SystemTime::now();
@@ -753,8 +822,11 @@ fn restore_1m() {
     let replay = journal.replay(now).unwrap();
     let replayed = start.elapsed();
     let mut engine = jailer::jail::Engine::new(config.jails, table);
+    let counted = engine.counted_jails();
     let restored = engine
-        .restore(jailer::jail::Restoration::prepare(&replay, now, true))
+        .restore(jailer::jail::Restoration::prepare(
+            &replay, now, true, &counted,
+        ))
         .unwrap();
     let total = start.elapsed();
     println!(
@@ -763,6 +835,68 @@ fn restore_1m() {
         replayed.as_secs_f64(),
         (total - replayed).as_secs_f64()
     );
+    dir
+}
+
+/// The agent (`jailer run`, its own process, in a namespace) started on
+/// `state` (a journal of 1M bans) with empty maps: how long until it knows
+/// and enforces all of them, and its memory then.
+fn agent_memory(state: &std::path::Path) {
+    use jailer::agent::control::{self, Request, Response};
+    let net = Pair::new(195);
+    let bpffs = TempBpffs::new();
+    let log = state.join("mail.log");
+    fs::write(&log, "").unwrap();
+    let config = state.join("jailer.toml");
+    fs::write(
+        &config,
+        format!(
+            "interface = \"{}\"\nxdp_mode = \"generic\"\nbpffs = \"{}\"\nstate_dir = \"{}\"\n\
+             [jails.vpopmail]\nfilter = \"vpopmail\"\nlogpath = \"{}\"\n",
+            net.iface,
+            bpffs.pins().display(),
+            state.display(),
+            log.display()
+        ),
+    )
+    .unwrap();
+    let start = Instant::now();
+    let mut agent = Command::new("ip")
+        .args(["netns", "exec", &net.server.name])
+        .arg(env!("CARGO_BIN_EXE_jailer-under-test"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the agent");
+    let known = || {
+        matches!(control::ask(state, &Request::Status),
+            Ok(Some(Response::Status { status })) if status.bans_in_force == MILLION as usize)
+    };
+    while !known() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the agent did not restore 1M bans within 60 s"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    // `ip netns exec` execs the agent: same pid.
+    let status = fs::read_to_string(format!("/proc/{}/status", agent.id())).unwrap();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    println!(
+        "\nuserspace memory at 1M bans: the agent (`jailer run`, restored from that journal into empty maps, all 1M known {secs:.2} s after start) holds {:.0} MiB RSS ({:.0} MiB at its peak)",
+        kib("VmRSS:") / 1024.0,
+        kib("VmHWM:") / 1024.0
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
 }
 
 fn mac(ns: &str, iface: &str) -> [u8; 6] {

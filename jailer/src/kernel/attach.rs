@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use super::{
     BpfError, XDP_OBJECT,
-    bpffs::{ensure_bpffs, link_pin, pin_err, remove_stale_links},
+    bpffs::{RETIRED_PINS, ensure_bpffs, link_pin, pin_err, remove_stale_links},
     xdp_table::XdpBanTable,
 };
 use crate::config::XdpMode;
@@ -74,10 +74,19 @@ pub struct Attached {
 }
 
 /// Removes pins of maps whose type, key or value size differ from the
-/// object's (pinned by an older jailer, e.g. the shared-value ban maps that
-/// became per-CPU): they are made anew, and the agent restores the bans
-/// from its journal. The old maps live on while the old program uses them.
+/// object's, pinned by an older jailer (the ban maps with a 40-byte value
+/// and its `drops` field, or with per-CPU values), and pins of maps this
+/// one no longer has ([`RETIRED_PINS`]): they are made anew, and the agent
+/// restores the bans from its journal into the new, empty ban maps. The old
+/// maps live on while the old program uses them.
 fn retire_incompatible_pins(bpffs: &Path) -> Result<(), BpfError> {
+    for name in RETIRED_PINS {
+        let pin = bpffs.join(name);
+        if pin.exists() {
+            warn!(map = %name, "removing the pin of a map this jailer no longer uses");
+            fs::remove_file(&pin).map_err(pin_err(&pin))?;
+        }
+    }
     let object = aya_obj::Object::parse(XDP_OBJECT)
         .map_err(|e| BpfError::Object(Box::new(aya::EbpfError::ParseError(e))))?;
     for (name, def) in &object.maps {
@@ -117,14 +126,45 @@ pub(super) fn load_object(bpffs: &Path, max_bans: Option<u32>) -> Result<Ebpf, B
         loader.map_max_entries(map_names::BANS_V4, max);
         loader.map_max_entries(map_names::BANS_V6, max);
     }
-    loader.load(XDP_OBJECT).map_err(|e| match &e {
-        aya::EbpfError::MapError(MapError::SyscallError(s))
-            if s.io_error.raw_os_error() == Some(libc::EPERM) =>
-        {
-            BpfError::NotRoot
+    // Two jailers creating the maps at once (`jailer ban` while `jailer run`
+    // starts after a reboot): the one that pins second finds the other's
+    // pin (EEXIST) and, loading again, reuses it.
+    let mut tries = 0;
+    loop {
+        match loader.load(XDP_OBJECT) {
+            Err(e) if pinned_meanwhile(&e) && tries < 3 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => {
+                return Err(match &e {
+                    aya::EbpfError::MapError(MapError::SyscallError(s))
+                        if s.io_error.raw_os_error() == Some(libc::EPERM) =>
+                    {
+                        BpfError::NotRoot
+                    }
+                    _ => BpfError::Object(Box::new(e)),
+                });
+            }
+            Ok(ebpf) => return Ok(ebpf),
         }
-        _ => BpfError::Object(Box::new(e)),
-    })
+    }
+}
+
+/// Whether loading failed because a map's pin appeared while it was
+/// being created.
+fn pinned_meanwhile(e: &aya::EbpfError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.raw_os_error() == Some(libc::EEXIST))
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// The program attached to the configured interfaces, with maps pinned.

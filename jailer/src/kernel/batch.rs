@@ -3,8 +3,9 @@
 //! element. A million bans are written, listed or removed in seconds.
 //!
 //! Values are passed as `per_key` consecutive `V`s per key: 1 for a plain
-//! map, the number of possible CPUs for a per-CPU map, whose kernel layout
-//! is each CPU's value rounded up to 8 bytes, CPU after CPU.
+//! map (the ban maps), the number of possible CPUs for a per-CPU map (the
+//! `DROPS` array), whose kernel layout is each CPU's value rounded up to 8
+//! bytes, CPU after CPU.
 
 use std::{
     io,
@@ -81,7 +82,7 @@ fn fd(map: &MapData) -> u32 {
 
 /// Writes `keys[i] -> values[i * per_key..][..per_key]`. Returns how many
 /// were written and the error that stopped it, if any (a full map stops it
-/// part way). A batch the per-CPU allocator could not keep up with is
+/// part way). A batch the kernel's allocator could not keep up with is
 /// resumed where it stopped (see [`allocator_caught_up`]).
 pub fn update<K: Pod, V: Pod>(
     map: &MapData,
@@ -126,13 +127,14 @@ pub fn update<K: Pod, V: Pod>(
 /// Whether to try again after `e`: `ENOMEM` while the kernel made progress
 /// within the last second.
 ///
-/// Each new element of a per-CPU map that is not preallocated takes a
-/// per-CPU allocation in atomic context (the BPF allocator refills its
-/// per-CPU cache one value at a time; ~15 µs a ban on this VM, where one
-/// shared value takes ~1-3 µs). When the per-CPU allocator has no populated
-/// page left it fails (`ENOMEM`) until its work item has populated more: a
-/// burst of a few thousand bans hits that now and then.
-pub fn allocator_caught_up(e: &io::Error, progress: Instant) -> bool {
+/// Each new element of a hash map that is not preallocated comes from the
+/// BPF memory allocator's per-CPU cache, refilled in the background (an
+/// irq_work). A burst of inserts can empty the cache before it is refilled:
+/// the kernel then fails the element (`ENOMEM`) and stops the batch there.
+/// Seen often with per-CPU values (a per-CPU allocation per element, which
+/// this project's ban maps no longer use); kept for the plain hash, where a
+/// loaded machine can still run the cache dry.
+fn allocator_caught_up(e: &io::Error, progress: Instant) -> bool {
     if e.raw_os_error() != Some(libc::ENOMEM) || progress.elapsed() > Duration::from_secs(1) {
         return false;
     }

@@ -24,7 +24,7 @@ pub use self::{
     mem::MemBanTable,
     stats::{PacketStats, packet_stats},
     table::BanTable,
-    xdp_table::XdpBanTable,
+    xdp_table::{DropCounts, XdpBanTable, drop_tag},
 };
 
 /// The XDP object, built by `build.rs` through aya-build.
