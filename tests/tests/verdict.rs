@@ -291,7 +291,9 @@ fn drops_on_two_cpus_are_counted_per_cpu_and_summed() {
     let mut table = XdpBanTable::from_ebpf(&mut ebpf).unwrap();
     // An exact ban and a prefix ban in each family, and a packet from each
     // judged a few times on each CPU.
-    let cases: [(Target, Vec<u8>, Vec<u8>, u64, u64); 4] = [
+    // (ban, frame sent on CPU 0, frame sent on CPU 1, times on 0, times on 1)
+    type Case = (Target, Vec<u8>, Vec<u8>, u64, u64);
+    let cases: [Case; 4] = [
         (
             host("203.0.113.7"),
             tcp4(BANNED4, 110, 5, 0),
