@@ -153,7 +153,7 @@ pub async fn run_agent_with<T: BanTable + 'static>(
     let mut engine = Engine::new(config.jails.clone(), table);
     engine.set_own_addresses(host::own_addresses());
     let mut snapshot = Snapshot::load(&config.state_dir)?;
-    engine.import_windows(std::mem::take(&mut snapshot.windows));
+    engine.import_windows(std::mem::take(&mut snapshot.windows), now);
 
     let (calls_tx, mut calls) = mpsc::channel::<Call>(16);
     let metrics_task = match config.metrics_listen {

@@ -309,9 +309,22 @@ impl<T: BanTable> Engine<T> {
             .collect()
     }
 
-    pub fn import_windows(&mut self, mut windows: BTreeMap<String, WindowEntries>) {
+    /// Failure windows from the snapshot. A failure time later than `now`
+    /// (a damaged snapshot, a clock set back) counts as `now`, as a line
+    /// dated in the future does: never a window that outlives findtime.
+    pub fn import_windows(
+        &mut self,
+        mut windows: BTreeMap<String, WindowEntries>,
+        now: SystemTime,
+    ) {
+        let now_ms = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         for j in &mut self.jails {
-            if let Some(w) = windows.remove(&j.jail.name) {
+            if let Some(mut w) = windows.remove(&j.jail.name) {
+                for (_, times) in &mut w {
+                    times.iter_mut().for_each(|t| *t = (*t).min(now_ms));
+                }
                 j.window.import(w);
             }
         }
@@ -629,6 +642,29 @@ mod tests {
             e.handle_line(&log(), &[0], &line("198.51.100.1"), None, SystemTime::now())
                 .len(),
             1
+        );
+    }
+
+    #[test]
+    fn snapshot_windows_dated_in_the_future_count_as_now() {
+        // A damaged snapshot: a failure at u64::MAX ms. It must neither
+        // overflow nor keep the window from ever reaching maxretry.
+        let mut e = Engine::new(vec![jail(3, &["pop3"])], MemBanTable::default());
+        let now = SystemTime::now();
+        let ip: IpAddr = "203.0.113.7".parse().unwrap();
+        e.import_windows(
+            [("vpopmail".to_owned(), vec![(ip, vec![u64::MAX])])].into(),
+            now,
+        );
+        assert!(
+            e.handle_line(&log(), &[0], &line("203.0.113.7"), None, now)
+                .is_empty()
+        );
+        let ev = e.handle_line(&log(), &[0], &line("203.0.113.7"), None, now);
+        assert_eq!(
+            ev.len(),
+            1,
+            "the saved failure and two new ones make maxretry"
         );
     }
 
