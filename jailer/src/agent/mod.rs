@@ -239,9 +239,12 @@ pub async fn run_agent_with<T: BanTable + 'static>(
                     Ok(Ok((restoration, offset))) => agent.restore(restoration, offset),
                     Ok(Err(e)) => {
                         warn!(error = %Chain(&e), "reading the ban journal failed: bans in the maps stay, expiry and repeat counts start afresh");
-                        agent.journal_offset = agent.journal.size().ok();
+                        agent.restore(Restoration::default(), agent.journal.size().unwrap_or(0));
                     }
-                    Err(_) => warn!("reading the ban journal stopped"),
+                    Err(_) => {
+                        warn!("reading the ban journal stopped");
+                        agent.restore(Restoration::default(), agent.journal.size().unwrap_or(0));
+                    }
                 }
             }
             _ = tick.tick() => {
@@ -485,6 +488,9 @@ impl<T: BanTable> Agent<T> {
             Ok(_) => {}
             Err(e) => warn!(error = %Chain(&e), wanted = to_write, "restoring bans failed"),
         }
+        // Bans met in the maps before the journal was read, missing from it.
+        self.unjournaled.extend(self.engine.take_records());
+        self.write_journal();
         self.journal_offset = Some(offset);
         // Whatever was appended since the journal was read.
         self.read_journal();
