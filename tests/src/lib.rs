@@ -1,7 +1,7 @@
 //! Support for jailer's integration tests: network namespaces and veth
 //! pairs, a private bpffs, frame builders, the XDP object under test run,
-//! peers (POP3, line servers), log writers, and an agent runner with a
-//! readiness signal instead of sleeps.
+//! peers (POP3, line servers), log writers, an agent runner with a
+//! readiness signal instead of sleeps, and the agent as a process.
 //!
 //! Tests that need root are `#[ignore = "needs root"]`: plain `cargo test`
 //! reports them ignored; `cargo xtask test` runs them (as root) with
@@ -12,6 +12,7 @@ mod bpffs;
 mod frames;
 mod logs;
 mod netns;
+mod process;
 mod servers;
 mod xdp;
 
@@ -21,6 +22,7 @@ pub use self::{
     frames::{Ext, tcp4, tcp6, tcp6_ext, udp4, with_vlans},
     logs::{append, append_failure, ban, failure_line, host, now_stamp, target},
     netns::{NetNs, Pair, sh, unique},
+    process::{AgentProcess, cpu_ticks, output_within, vm_kib, wait_bounded},
     servers::{connect_from, exchange, login, pop3_server, serve},
     xdp::{load_xdp, xdp_verdict},
 };
