@@ -492,10 +492,7 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
     );
     (
         prop::collection::btree_map("/var/log/[a-z]{1,8}\\.log", position, 0..3),
-        prop::collection::vec(
-            (any::<[u8; 4]>().prop_map(|o| IpAddr::from(o)), times),
-            0..6,
-        ),
+        prop::collection::vec((any::<[u8; 4]>().prop_map(IpAddr::from), times), 0..6),
     )
         .prop_map(|(positions, window)| {
             let mut s = Snapshot {
