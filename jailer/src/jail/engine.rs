@@ -295,6 +295,7 @@ impl<T: BanTable> Engine<T> {
         }
         // Bans met in the table before the journal was read, and not in it.
         let now = SystemTime::now();
+        let mut missing = 0;
         for (target, jail) in self.unconfirmed.take().unwrap_or_default() {
             if r.known.get(target).is_some() {
                 continue;
@@ -302,9 +303,15 @@ impl<T: BanTable> Engine<T> {
             if let Ok(Some(ban)) = self.table.get(target)
                 && ban.expiry.is_active(now)
             {
-                info!(%target, jail, "a ban in the maps was missing from the journal: journaled");
                 self.pending.push(Record::ban(target, &jail, &ban, now));
+                missing += 1;
             }
+        }
+        if missing > 0 {
+            info!(
+                count = missing,
+                "bans in the maps were missing from the journal (set just before the agent stopped): journaled"
+            );
         }
         self.known.absorb(r.known);
         // Bulk-built (sorted once) rather than a million single inserts.
