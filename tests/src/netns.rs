@@ -126,11 +126,17 @@ impl Pair {
     /// Deletes the veth pair and makes it again, same names and addresses
     /// (an interface removed and re-added).
     pub fn relink(&self) {
-        self.server.ip(&["link", "del", &self.iface]);
+        self.unlink();
         self.link();
     }
 
-    fn link(&self) {
+    /// Deletes the veth pair (both ends): the interface is gone.
+    pub fn unlink(&self) {
+        self.server.ip(&["link", "del", &self.iface]);
+    }
+
+    /// Makes the veth pair, its addresses, and brings both ends up.
+    pub fn link(&self) {
         let (server, client, iface, peer, n) =
             (&self.server, &self.client, &self.iface, &self.peer, self.n);
         server.ip(&[

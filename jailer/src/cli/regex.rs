@@ -122,7 +122,8 @@ pub(super) fn run(args: &RegexArgs) -> Result<(), Error> {
                 host,
                 time: f.time.map(crate::time::unix_secs),
             };
-            serde_json::to_writer(&mut *out, &record).map_err(io::Error::other)?;
+            // An I/O error stays one (a reader that left is not a failure).
+            serde_json::to_writer(&mut *out, &record).map_err(io::Error::from)?;
             writeln!(out)
         } else {
             match host {
