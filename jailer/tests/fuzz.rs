@@ -270,11 +270,13 @@ fn record() -> impl Strategy<Value = Record> {
                 until: len.map(|l| at + l),
                 at,
                 monitor,
+                origin: None,
             }
         });
     let unban = (0..TARGETS.len(), 0..14 * 86_400u64).prop_map(|(t, ago)| Record::Unban {
         addr: TARGETS[t].parse().unwrap(),
         at: NOW - ago,
+        origin: None,
     });
     prop_oneof![
         12 => ban,
