@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use self::raw::RawConfig;
+pub(crate) use self::raw::default_ports;
 use crate::{
     ban::{PortSet, Target},
     filter::{Filter, FilterContext, FilterError},
@@ -476,7 +477,9 @@ impl Config {
 /// at each reload. Plain paths are kept as written: a log that does not
 /// exist yet is waited for. Returns the files and the globs that matched
 /// none; `Err` names a malformed glob.
-fn expand_logpaths(patterns: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<PathBuf>), String> {
+pub(crate) fn expand_logpaths(
+    patterns: &[PathBuf],
+) -> Result<(Vec<PathBuf>, Vec<PathBuf>), String> {
     let options = glob::MatchOptions {
         case_sensitive: true,
         require_literal_separator: true,
