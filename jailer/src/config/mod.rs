@@ -323,13 +323,7 @@ impl Config {
                     filter.journalmatch().iter().map(|w| w.join(" ")).collect();
                 lines.join("\n")
             });
-            let (logpaths, unmatched_globs) =
-                expand_logpaths(&raw_jail.logpath).map_err(|problem| ConfigError::Invalid {
-                    path: path.to_owned(),
-                    line: header,
-                    key: format!("jails.{name}.logpath"),
-                    problem,
-                })?;
+            let (logpaths, unmatched_globs) = expand_logpaths(&raw_jail.logpath);
             let mut ignoreip = raw.ignoreip.clone();
             ignoreip.extend(raw_jail.ignoreip);
             jails.push(Jail {
@@ -473,13 +467,11 @@ impl Config {
 
 /// fail2ban's `logpath` globs (`/var/log/mail/*.log`), expanded as fail2ban
 /// expands them when a jail starts (Python's glob: `*`, `?`, `[...]`, no
-/// match of a leading dot); here when the config is loaded, so at start and
-/// at each reload. Plain paths are kept as written: a log that does not
-/// exist yet is waited for. Returns the files and the globs that matched
-/// none; `Err` names a malformed glob.
-pub(crate) fn expand_logpaths(
-    patterns: &[PathBuf],
-) -> Result<(Vec<PathBuf>, Vec<PathBuf>), String> {
+/// match of a leading dot, a `[` that opens no set is itself); here when
+/// the config is loaded, so at start and at each reload. Plain paths are
+/// kept as written: a log that does not exist yet is waited for. Returns
+/// the files and the globs that matched none.
+pub(crate) fn expand_logpaths(patterns: &[PathBuf]) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let options = glob::MatchOptions {
         case_sensitive: true,
         require_literal_separator: true,
@@ -489,15 +481,14 @@ pub(crate) fn expand_logpaths(
     let mut unmatched = Vec::new();
     for pattern in patterns {
         // Relative paths are refused by `validate_for_run` as written.
-        let glob = pattern
+        let matches = pattern
             .to_str()
-            .filter(|p| pattern.is_absolute() && p.contains(['*', '?', '[']));
-        let Some(glob) = glob else {
+            .filter(|p| pattern.is_absolute() && p.contains(['*', '?', '[']))
+            .and_then(|glob| glob::glob_with(glob, options).ok());
+        let Some(matches) = matches else {
             files.push(pattern.clone());
             continue;
         };
-        let matches =
-            glob::glob_with(glob, options).map_err(|e| format!("`{glob}` is not a glob: {e}"))?;
         let before = files.len();
         // Unreadable directories are skipped, as Python's glob skips them.
         files.extend(matches.filter_map(Result::ok).filter(|p| !p.is_dir()));
@@ -507,7 +498,7 @@ pub(crate) fn expand_logpaths(
     }
     let mut seen = std::collections::HashSet::new();
     files.retain(|f| seen.insert(f.clone()));
-    Ok((files, unmatched))
+    (files, unmatched)
 }
 
 /// 1-based line and column of a byte offset.
@@ -642,11 +633,9 @@ mod tests {
             e.contains(":4: jails.a.logpath: `") && e.contains("*.gz` matches no file"),
             "{e}"
         );
-        let e = err(&text.replace("*.log", "[.log"));
-        assert!(
-            e.contains("jails.a.logpath: `") && e.contains("is not a glob"),
-            "{e}"
-        );
+        // As in Python, a `[` that opens no set is itself.
+        let c = parse(&text.replace("*.log", "[.log")).unwrap();
+        assert_eq!(c.jails[0].logpaths[0], d.join("[.log"));
     }
 
     #[test]

@@ -108,30 +108,34 @@ impl Import {
     pub fn render(&self, generated: &str) -> String {
         let mut out = String::new();
         let enabled = self.jails.len() + self.left_out.len();
-        let _ = writeln!(
-            out,
-            "# jailer configuration imported from fail2ban by `jailer import-fail2ban`\n\
-             # on {generated}, from {} as fail2ban {FAIL2BAN_VERSION} reads it:",
-            self.fail2ban_dir.display()
+        comment(
+            &mut out,
+            &format!(
+                "jailer configuration imported from fail2ban by `jailer import-fail2ban`\n\
+                 on {generated}, from {} as fail2ban {FAIL2BAN_VERSION} reads it:",
+                self.fail2ban_dir.display()
+            ),
         );
         for file in &self.files {
-            let _ = writeln!(out, "#   {}", file.display());
+            comment(&mut out, &format!("  {}", file.display()));
         }
-        let _ = writeln!(
-            out,
-            "# {enabled} enabled jail(s), {} imported. Check with `jailer check --config FILE`.\n\
-             #\n\
+        comment(
+            &mut out,
+            &format!(
+                "{enabled} enabled jail(s), {} imported. Check with `jailer check --config FILE`.",
+                self.jails.len()
+            ),
+        );
+        out.push_str(
+            "#\n\
              # Not carried over, for every jail: fail2ban's actions (action, banaction,\n\
              # mta): jailer bans by writing the address into kernel maps that its XDP\n\
              # program reads, in the NIC driver; it runs no action scripts and sends no\n\
              # mail. Each jail lists its own below. Logs are read from their end on the\n\
              # first start (fail2ban reads a `head` log from its start). Settings not\n\
              # written here (bpffs, state_dir, ...) take their defaults: see\n\
-             # jailer.example.toml.\n",
-            self.jails.len()
-        );
-        out.push_str(
-            "# fail2ban bans on every interface; jailer attaches to the NICs named here.\n\
+             # jailer.example.toml.\n\n\
+             # fail2ban bans on every interface; jailer attaches to the NICs named here.\n\
              # Set the one(s) your clients reach (see `ip link`), e.g. [\"eth0\", \"eth1\"].\n\
              interface = \"eth0\"\n",
         );
@@ -143,28 +147,42 @@ impl Import {
             );
         }
         for jail in &self.jails {
-            let _ = writeln!(
-                out,
-                "\n[jails.{}]\n# fail2ban's [{}], {}",
-                toml_key(&jail.name),
-                jail.name,
-                jail.origin
+            let _ = writeln!(out, "\n[jails.{}]", toml_key(&jail.name));
+            comment(
+                &mut out,
+                &format!("fail2ban's [{}], {}", jail.name, jail.origin),
             );
             for (key, value) in &jail.settings {
                 let _ = writeln!(out, "{key} = {value}");
             }
             for note in &jail.notes {
-                // A note may quote a multi-line value: comment every line.
-                let _ = writeln!(out, "# {}", note.replace('\n', "\n#   "));
+                comment(&mut out, note);
             }
         }
         if !self.left_out.is_empty() {
             out.push_str("\n# Enabled in fail2ban, not imported:\n");
             for (name, why) in &self.left_out {
-                let _ = writeln!(out, "# [{name}] {}", why.replace('\n', "\n#   "));
+                comment(&mut out, &format!("[{name}] {why}"));
             }
         }
         out
+    }
+}
+
+/// `text` as TOML comment lines (continuation lines indented). TOML allows
+/// no control character but tab in a comment: others are escaped, so any
+/// text fail2ban's files hold keeps the config loadable.
+fn comment(out: &mut String, text: &str) {
+    for (i, line) in text.split('\n').enumerate() {
+        out.push_str(if i == 0 { "# " } else { "#   " });
+        for c in line.chars() {
+            if c.is_control() && c != '\t' {
+                out.extend(c.escape_default());
+            } else {
+                out.push(c);
+            }
+        }
+        out.push('\n');
     }
 }
 
@@ -215,7 +233,7 @@ fn convert(
         if patterns.is_empty() {
             return Err("no logpath: fail2ban would find no log to read either".into());
         }
-        log_notes(&patterns, &mut notes)?;
+        log_notes(&patterns, &mut notes);
         let list: Vec<String> = patterns
             .iter()
             .map(|p| toml_str(&p.to_string_lossy()))
@@ -365,9 +383,8 @@ fn differences(jail: &FilterDef, alone: &FilterDef) -> Vec<(&'static str, String
 
 /// Notes on logs that are not there now (`check` refuses a glob that
 /// matches nothing; a missing file is waited for).
-fn log_notes(patterns: &[PathBuf], notes: &mut Vec<String>) -> Result<(), String> {
-    let (files, unmatched) =
-        expand_logpaths(patterns).map_err(|problem| format!("logpath: {problem}"))?;
+fn log_notes(patterns: &[PathBuf], notes: &mut Vec<String>) {
+    let (files, unmatched) = expand_logpaths(patterns);
     for glob in unmatched {
         notes.push(format!(
             "logpath: `{}` matches no file now: `jailer check` refuses that (fail2ban finds no log either)",
@@ -380,7 +397,6 @@ fn log_notes(patterns: &[PathBuf], notes: &mut Vec<String>) -> Result<(), String
             file.display()
         ));
     }
-    Ok(())
 }
 
 /// fail2ban's server bans on the `maxretry`-th failure; at least 1.
@@ -601,17 +617,32 @@ fn toml_str(s: &str) -> String {
     toml::Value::from(s).to_string()
 }
 
-/// A jail name as a TOML key: bare when it can be.
+/// A jail name as a TOML key: bare when it can be, else quoted.
 fn toml_key(name: &str) -> String {
     let bare = !name.is_empty()
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if bare {
-        name.to_owned()
-    } else {
-        toml_str(name)
+        return name.to_owned();
     }
+    // One line, always: the `toml` crate writes a name holding a newline as
+    // a multi-line string, which no key may be.
+    let mut key = String::from("\"");
+    for c in name.chars() {
+        match c {
+            '"' | '\\' => {
+                key.push('\\');
+                key.push(c);
+            }
+            c if c.is_control() => {
+                let _ = write!(key, "\\u{:04X}", u32::from(c));
+            }
+            c => key.push(c),
+        }
+    }
+    key.push('"');
+    key
 }
 
 #[cfg(test)]
@@ -855,6 +886,36 @@ mod tests {
             "{:?}",
             own.notes
         );
+    }
+
+    proptest::proptest! {
+        /// Whatever fail2ban's files hold (names, paths, values quoted in
+        /// notes), the text loads.
+        #[test]
+        fn any_text_in_names_and_notes_still_loads(
+            name in "[^\\[\\]]{1,20}",
+            text in proptest::collection::vec(".*", 1..4),
+        ) {
+            let jail = ImportedJail {
+                name: name.clone(),
+                origin: text[0].clone(),
+                settings: vec![
+                    ("filter", toml_str("vpopmail")),
+                    ("logpath", format!("[{}]", toml_str(&format!("/var/log/{}", text[0])))),
+                ],
+                notes: text.clone(),
+            };
+            let import = Import {
+                fail2ban_dir: PathBuf::from(format!("/etc/{}", text[0])),
+                files: text.iter().map(PathBuf::from).collect(),
+                jails: vec![jail],
+                left_out: vec![(name.clone(), text.join("\n"))],
+            };
+            let rendered = import.render(&text[0]);
+            let config = Config::parse(Path::new("/etc/jailer/jailer.toml"), &rendered);
+            let config = config.map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{}\n{rendered}", Chain(&e))))?;
+            proptest::prop_assert_eq!(&config.jails[0].name, &name);
+        }
     }
 
     #[test]
