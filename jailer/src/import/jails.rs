@@ -108,11 +108,11 @@ impl Import {
     pub fn render(&self, generated: &str) -> String {
         let mut out = String::new();
         let enabled = self.jails.len() + self.left_out.len();
+        out.push_str("# jailer configuration imported from fail2ban by `jailer import-fail2ban`\n");
         comment(
             &mut out,
             &format!(
-                "jailer configuration imported from fail2ban by `jailer import-fail2ban`\n\
-                 on {generated}, from {} as fail2ban {FAIL2BAN_VERSION} reads it:",
+                "on {generated}, from {} as fail2ban {FAIL2BAN_VERSION} reads it:",
                 self.fail2ban_dir.display()
             ),
         );
@@ -393,7 +393,7 @@ fn log_notes(patterns: &[PathBuf], notes: &mut Vec<String>) {
     }
     for file in files.iter().filter(|f| !f.exists()) {
         notes.push(format!(
-            "logpath: `{}` does not exist yet: jailer waits for it",
+            "logpath: `{}` does not exist yet: jailer waits for it (if no syslog daemon writes it, read the journal: backend = \"systemd\")",
             file.display()
         ));
     }
