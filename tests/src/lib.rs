@@ -20,7 +20,7 @@ pub use self::{
     bpffs::TempBpffs,
     frames::{Ext, tcp4, tcp6, tcp6_ext, udp4, with_vlans},
     logs::{append, append_failure, ban, failure_line, host, now_stamp, target},
-    netns::{NetNs, Pair, sh, unique},
+    netns::{NetNs, Pair, sh, sh_output, unique},
     servers::{connect_from, exchange, login, pop3_server, serve},
     xdp::{load_xdp, xdp_verdict},
 };

@@ -7,7 +7,7 @@
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::Output,
     time::{Duration, SystemTime},
 };
 
@@ -21,12 +21,23 @@ use jailer::{
     state::Journal,
     time::unix_secs,
 };
-use jailer_tests::{Agent, TempBpffs, append, now_stamp, require_root, wait_for};
+use jailer_tests::{Agent, TempBpffs, append, now_stamp, require_root, sh, sh_output, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_jailer-under-test");
 const FAIL2BAN: &str = "/etc/fail2ban";
 /// fail2ban's annotated sample logs (Debian's python3 fail2ban package).
 const SAMPLES: &str = "/usr/lib/python3/dist-packages/fail2ban/tests/files/logs";
+
+/// Debian's dovecot jail's ports.
+const DOVECOT_PORTS: [&str; 7] = [
+    "pop3",
+    "pop3s",
+    "imap",
+    "imaps",
+    "submission",
+    "465",
+    "sieve",
+];
 
 /// The dovecot, postfix and sshd jails enabled, with the options the
 /// import maps; sshd reads the journal.
@@ -76,17 +87,7 @@ fn fail2ban_copy(dir: &Path) -> PathBuf {
 
 /// `jailer import-fail2ban ARGS` as its own process.
 fn import(args: &[&str]) -> Output {
-    let out = Command::new(BIN)
-        .arg("import-fail2ban")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "import-fail2ban failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    sh_output(&[[BIN, "import-fail2ban"].as_slice(), args].concat())
 }
 
 /// The printed config with what a test machine needs instead of the
@@ -197,18 +198,7 @@ fn debian_stock_with_mail_jails_checks_and_bans_as_fail2ban_would() {
     });
     let now = SystemTime::now();
     let ban = table.ban_on(dovecot_ip.parse().unwrap()).unwrap();
-    assert_eq!(
-        ban.ports,
-        ports(&[
-            "pop3",
-            "pop3s",
-            "imap",
-            "imaps",
-            "submission",
-            "465",
-            "sieve"
-        ])
-    );
+    assert_eq!(ban.ports, ports(&DOVECOT_PORTS));
     let left = ban.expiry.remaining(now).unwrap();
     assert!(
         left > Duration::from_secs(590) && left <= Duration::from_secs(600),
@@ -276,16 +266,7 @@ fn fail2ban_db(path: &Path, rows: &[(&str, &str, u64, i64)]) {
         rows.join(", ")
     );
     // Debian's python3, the one fail2ban is installed for.
-    let out = Command::new("/usr/bin/python3")
-        .args(["-c", &script])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "fail2ban's database code failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sh(&["/usr/bin/python3", "-c", &script, path.to_str().unwrap()]);
 }
 
 #[test]
@@ -372,15 +353,7 @@ fn bans_in_a_fail2ban_database_come_across_with_their_time_left() {
         Some(left) => left.as_secs().abs_diff(secs) <= 5,
         None => false,
     };
-    let dovecot = ports(&[
-        "pop3",
-        "pop3s",
-        "imap",
-        "imaps",
-        "submission",
-        "465",
-        "sieve",
-    ]);
+    let dovecot = ports(&DOVECOT_PORTS);
     let check = |what: &str, listed: Vec<(Target, String, PortSet, Expiry)>| {
         assert_eq!(listed.len(), 3, "{what}: {listed:?}");
         let (t, jail, p, e) = &listed[0];
