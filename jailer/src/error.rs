@@ -6,8 +6,8 @@
 use std::{fmt, path::PathBuf};
 
 use crate::{
-    config::ConfigError, filter::FilterError, kernel::BpfError, source::SourceError,
-    state::StateError,
+    config::ConfigError, filter::FilterError, import::ImportError, kernel::BpfError,
+    source::SourceError, state::StateError,
 };
 
 /// Any failure of a jailer command; [`Error::exit_code`] maps it for the shell.
@@ -23,6 +23,8 @@ pub enum Error {
     State(#[from] StateError),
     #[error(transparent)]
     Source(#[from] SourceError),
+    #[error(transparent)]
+    Import(#[from] ImportError),
     /// A bad argument on the command line.
     #[error("{0}")]
     Usage(String),
@@ -46,6 +48,11 @@ impl Error {
             | Self::Usage(_)
             | Self::State(StateError::Unsafe { .. })
             | Self::Bpf(BpfError::UnsafeBpffs { .. }) => 2,
+            // fail2ban's configuration and database are the input here;
+            // an unreadable database or a generated config that does not
+            // load are failures of the system (or of jailer).
+            Self::Import(ImportError::Database { .. } | ImportError::Generated(_)) => 1,
+            Self::Import(_) => 2,
             _ => 1,
         }
     }

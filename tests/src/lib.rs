@@ -28,7 +28,7 @@ pub use self::{
     frames::{Ext, tcp4, tcp6, tcp6_ext, udp4, with_vlans},
     journal::JournalRemote,
     logs::{append, append_failure, ban, failure_line, host, now_stamp, target},
-    netns::{NetNs, Pair, reap, sh, unique},
+    netns::{NetNs, Pair, reap, sh, sh_output, unique},
     process::{AgentProcess, cpu_ticks, output_within, vm_kib, wait_bounded},
     servers::{connect_from, connect_with, exchange, login, pop3_login, pop3_server, serve},
     xdp::{load_xdp, xdp_verdict},

@@ -15,6 +15,11 @@ use nix::sched::{CloneFlags, setns};
 
 /// Runs a command, panicking with its output when it fails.
 pub fn sh(args: &[&str]) {
+    sh_output(args);
+}
+
+/// [`sh`], returning the command's output.
+pub fn sh_output(args: &[&str]) -> std::process::Output {
     let out = Command::new(args[0])
         .args(&args[1..])
         .output()
@@ -25,6 +30,7 @@ pub fn sh(args: &[&str]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    out
 }
 
 /// Waits up to `grace` for `child` to exit on its own, then kills it

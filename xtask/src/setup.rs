@@ -14,7 +14,8 @@ use anyhow::{Context as _, Result, bail};
 
 /// Debian packages the build, the tests and the agent's users need:
 /// bpftool (map dumps), iproute2 (namespaces, veth), libsystemd-dev and
-/// pkg-config (the journal reader links libsystemd), fail2ban (its filters
+/// pkg-config (the journal reader links libsystemd), libsqlite3-dev
+/// (`import-fail2ban --bans` reads fail2ban's database), fail2ban (its filters
 /// and annotated sample logs, fail2ban-regex for the speed comparison),
 /// dovecot-pop3d (a real POP3 server in the tests), systemd and
 /// systemd-journal-remote (real journal files for the journal tests),
@@ -26,6 +27,7 @@ const DEB_PACKAGES: &[&str] = &[
     "netcat-openbsd",
     "pkg-config",
     "libsystemd-dev",
+    "libsqlite3-dev",
     "systemd",
     "systemd-journal-remote",
     "fail2ban",

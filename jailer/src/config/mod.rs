@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use self::raw::RawConfig;
+pub(crate) use self::raw::default_ports;
 use crate::{
     ban::{PortSet, Target},
     filter::{Filter, FilterContext, FilterError},
@@ -177,7 +178,12 @@ pub struct Config {
 pub struct Jail {
     pub name: String,
     pub filter: Arc<Filter>,
+    /// The files to follow: `logpath` as written, globs expanded.
     pub logpaths: Vec<PathBuf>,
+    /// `logpath` globs that matched no file when the config was loaded
+    /// (refused by [`Config::validate_for_run`], as fail2ban refuses a jail
+    /// with no log).
+    pub unmatched_globs: Vec<PathBuf>,
     pub backend: Backend,
     /// With `backend = "systemd"`: which journal entries (fail2ban syntax:
     /// `FIELD=value` terms, `+` between alternatives); the jail's own, else
@@ -332,12 +338,14 @@ impl Config {
                     filter.journalmatch().iter().map(|w| w.join(" ")).collect();
                 lines.join("\n")
             });
+            let (logpaths, unmatched_globs) = expand_logpaths(&raw_jail.logpath);
             let mut ignoreip = raw.ignoreip.clone();
             ignoreip.extend(raw_jail.ignoreip);
             jails.push(Jail {
                 name,
                 filter: Arc::new(filter),
-                logpaths: raw_jail.logpath,
+                logpaths,
+                unmatched_globs,
                 backend: raw_jail.backend,
                 journalmatch,
                 journalpath: raw_jail.journalpath,
@@ -462,6 +470,15 @@ impl Config {
                     "no log to follow: give logpath, or backend = \"systemd\" for the journal",
                 ));
             }
+            if let Some(glob) = jail.unmatched_globs.first() {
+                return Err(self.invalid(
+                    &key,
+                    format!(
+                        "`{}` matches no file (globs are expanded when the config is loaded: at start and at each reload)",
+                        glob.display()
+                    ),
+                ));
+            }
             for log in &jail.logpaths {
                 let problem = if !log.is_absolute() {
                     Some("is not an absolute path".to_owned())
@@ -479,6 +496,42 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// fail2ban's `logpath` globs (`/var/log/mail/*.log`), expanded as fail2ban
+/// expands them when a jail starts (Python's glob: `*`, `?`, `[...]`, no
+/// match of a leading dot, a `[` that opens no set is itself); here when
+/// the config is loaded, so at start and at each reload. Plain paths are
+/// kept as written: a log that does not exist yet is waited for. Returns
+/// the files and the globs that matched none.
+pub(crate) fn expand_logpaths(patterns: &[PathBuf]) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let options = glob::MatchOptions {
+        case_sensitive: true,
+        require_literal_separator: true,
+        require_literal_leading_dot: true,
+    };
+    let mut files: Vec<PathBuf> = Vec::new();
+    let mut unmatched = Vec::new();
+    for pattern in patterns {
+        // Relative paths are refused by `validate_for_run` as written.
+        let matches = pattern
+            .to_str()
+            .filter(|p| pattern.is_absolute() && p.contains(['*', '?', '[']))
+            .and_then(|glob| glob::glob_with(glob, options).ok());
+        let Some(matches) = matches else {
+            files.push(pattern.clone());
+            continue;
+        };
+        let before = files.len();
+        // Unreadable directories are skipped, as Python's glob skips them.
+        files.extend(matches.filter_map(Result::ok).filter(|p| !p.is_dir()));
+        if files.len() == before {
+            unmatched.push(pattern.clone());
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    files.retain(|f| seen.insert(f.clone()));
+    (files, unmatched)
 }
 
 /// 1-based line and column of a byte offset.
@@ -622,6 +675,39 @@ mod tests {
             e.starts_with("/etc/jailer/jailer.toml:4: jails.mail.filter:"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn logpath_globs_are_expanded_when_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for f in ["b.log", "a.log", ".hidden.log", "c.txt"] {
+            fs::write(d.join(f), "").unwrap();
+        }
+        fs::create_dir(d.join("dir.log")).unwrap();
+        let text = format!(
+            "interface = \"lo\"\nbpffs = \"{d}/bpf\"\nstate_dir = \"{d}/state\"\n[jails.a]\nfilter = \"vpopmail\"\nlogpath = [\"{d}/*.log\", \"{d}/b.log\", \"{d}/new.log\"]\n",
+            d = d.display()
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(
+            c.jails[0].logpaths,
+            [d.join("a.log"), d.join("b.log"), d.join("new.log")],
+            "sorted, no directories, no dot files, once each; plain paths as written"
+        );
+        c.validate_for_run().unwrap();
+        let e = parse(&text.replace("*.log", "*.gz"))
+            .unwrap()
+            .validate_for_run()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(":4: jails.a.logpath: `") && e.contains("*.gz` matches no file"),
+            "{e}"
+        );
+        // As in Python, a `[` that opens no set is itself.
+        let c = parse(&text.replace("*.log", "[.log")).unwrap();
+        assert_eq!(c.jails[0].logpaths[0], d.join("[.log"));
     }
 
     #[test]

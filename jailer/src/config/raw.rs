@@ -77,7 +77,8 @@ pub(super) struct RawJail {
 fn yes() -> bool {
     true
 }
-fn default_ports() -> PortSet {
+/// A jail's ports when it names none: POP3.
+pub(crate) fn default_ports() -> PortSet {
     PortSet::only(&[110])
 }
 // fail2ban's defaults for what a jail leaves out.

@@ -747,6 +747,7 @@ mod tests {
             name: "vpopmail".into(),
             filter: Arc::new(Filter::load("vpopmail", &ctx).unwrap()),
             logpaths: vec!["/var/log/mail.log".into()],
+            unmatched_globs: Vec::new(),
             backend: crate::config::Backend::Auto,
             journalmatch: String::new(),
             journalpath: None,
