@@ -85,7 +85,8 @@ pub enum Command {
     Ban(BanArgs),
     /// Lift a ban (or every ban with --all).
     Unban(UnbanArgs),
-    /// Show bans in force: address, ports, time left, packets dropped.
+    /// Show bans in force: address, ports, time left, packets dropped, and
+    /// who set each (its jail; `local` or the fleet member).
     List {
         /// One JSON array instead of a table.
         #[arg(long)]
