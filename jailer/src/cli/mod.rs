@@ -1,5 +1,5 @@
 //! The command line: fail2ban's words, one subcommand per job, one file per
-//! subcommand. [`main`] is the whole binary; [`run`] dispatches a parsed
+//! subcommand. [`main`] is the whole binary; [`run()`] dispatches a parsed
 //! command line (tests call it too).
 
 mod args;
