@@ -53,7 +53,11 @@ pub fn scan<R: BufRead>(
         s.lines += 1;
         let raw = buf.strip_suffix(b"\n").unwrap_or(&buf);
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        let line = String::from_utf8_lossy(raw);
+        // Validated the fast way first: nearly every log line is UTF-8.
+        let line = match std::str::from_utf8(raw) {
+            Ok(text) => std::borrow::Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(raw),
+        };
         match matcher.process(&line, None, now) {
             Outcome::Failures(found) => {
                 s.matched += 1;
