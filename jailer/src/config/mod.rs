@@ -3,7 +3,9 @@
 //! point has to second-guess a value. [`Config::load_for_run`] is the one
 //! gate `run`, `check` and `reload` all pass: they can never disagree.
 
+mod logpath;
 mod raw;
+mod validation;
 
 use std::{
     fs, io,
@@ -16,6 +18,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+pub(crate) use self::logpath::expand_logpaths;
 use self::raw::RawConfig;
 pub(crate) use self::raw::default_ports;
 use crate::{
@@ -398,140 +401,6 @@ impl Config {
             lines,
         })
     }
-
-    fn invalid(&self, key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
-        let key = key.into();
-        let line = match key.as_str() {
-            "interface" => self.lines.interface,
-            "bpffs" => self.lines.bpffs,
-            "state_dir" => self.lines.state_dir,
-            jail => jail
-                .strip_prefix("jails.")
-                .and_then(|rest| rest.split('.').next())
-                .and_then(|name| self.lines.jails.get(name).copied())
-                .unwrap_or(0),
-        };
-        ConfigError::Invalid {
-            path: self.path.clone(),
-            line,
-            key,
-            problem: problem.into(),
-        }
-    }
-
-    /// Everything `run` needs beyond single values: interfaces that exist
-    /// (once each), a jail, absolute and separate bpffs and state_dir, logs
-    /// that can be followed. A config that passes here would do something.
-    pub fn validate_for_run(&self) -> Result<(), ConfigError> {
-        if self.interfaces.is_empty() {
-            return Err(ConfigError::NoInterface {
-                path: self.path.clone(),
-            });
-        }
-        for (i, iface) in self.interfaces.iter().enumerate() {
-            if self.interfaces[..i].contains(iface) {
-                return Err(self.invalid("interface", format!("`{iface}` is listed twice")));
-            }
-            if nix::net::if_::if_nametoindex(iface.as_str()).is_err() {
-                return Err(self.invalid(
-                    "interface",
-                    format!("`{iface}` does not exist on this machine (see `ip link`)"),
-                ));
-            }
-        }
-        // A fleet member may only enforce the others' bans.
-        if self.jails.is_empty() && self.fleet.is_none() {
-            return Err(ConfigError::NoJail {
-                path: self.path.clone(),
-            });
-        }
-        for (key, dir) in [("bpffs", &self.bpffs), ("state_dir", &self.state_dir)] {
-            if !dir.is_absolute() {
-                return Err(
-                    self.invalid(key, format!("`{}` is not an absolute path", dir.display()))
-                );
-            }
-        }
-        if self.bpffs.starts_with(&self.state_dir) || self.state_dir.starts_with(&self.bpffs) {
-            return Err(self.invalid(
-                "bpffs",
-                format!(
-                    "`{}` and state_dir `{}` must not contain each other (bpffs would be mounted over the journal)",
-                    self.bpffs.display(),
-                    self.state_dir.display()
-                ),
-            ));
-        }
-        for jail in &self.jails {
-            let key = format!("jails.{}.logpath", jail.name);
-            if jail.backend == Backend::Auto && jail.logpaths.is_empty() {
-                return Err(self.invalid(
-                    &key,
-                    "no log to follow: give logpath, or backend = \"systemd\" for the journal",
-                ));
-            }
-            if let Some(glob) = jail.unmatched_globs.first() {
-                return Err(self.invalid(
-                    &key,
-                    format!(
-                        "`{}` matches no file (globs are expanded when the config is loaded: at start and at each reload)",
-                        glob.display()
-                    ),
-                ));
-            }
-            for log in &jail.logpaths {
-                let problem = if !log.is_absolute() {
-                    Some("is not an absolute path".to_owned())
-                } else if log.is_dir() {
-                    Some("is a directory, not a log file".to_owned())
-                } else if !log.parent().is_some_and(Path::is_dir) {
-                    Some("is in a directory that does not exist".to_owned())
-                } else {
-                    None
-                };
-                if let Some(problem) = problem {
-                    return Err(self.invalid(&key, format!("`{}` {problem}", log.display())));
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// fail2ban's `logpath` globs (`/var/log/mail/*.log`), expanded as fail2ban
-/// expands them when a jail starts (Python's glob: `*`, `?`, `[...]`, no
-/// match of a leading dot, a `[` that opens no set is itself); here when
-/// the config is loaded, so at start and at each reload. Plain paths are
-/// kept as written: a log that does not exist yet is waited for. Returns
-/// the files and the globs that matched none.
-pub(crate) fn expand_logpaths(patterns: &[PathBuf]) -> (Vec<PathBuf>, Vec<PathBuf>) {
-    let options = glob::MatchOptions {
-        case_sensitive: true,
-        require_literal_separator: true,
-        require_literal_leading_dot: true,
-    };
-    let mut files: Vec<PathBuf> = Vec::new();
-    let mut unmatched = Vec::new();
-    for pattern in patterns {
-        // Relative paths are refused by `validate_for_run` as written.
-        let matches = pattern
-            .to_str()
-            .filter(|p| pattern.is_absolute() && p.contains(['*', '?', '[']))
-            .and_then(|glob| glob::glob_with(glob, options).ok());
-        let Some(matches) = matches else {
-            files.push(pattern.clone());
-            continue;
-        };
-        let before = files.len();
-        // Unreadable directories are skipped, as Python's glob skips them.
-        files.extend(matches.filter_map(Result::ok).filter(|p| !p.is_dir()));
-        if files.len() == before {
-            unmatched.push(pattern.clone());
-        }
-    }
-    let mut seen = std::collections::HashSet::new();
-    files.retain(|f| seen.insert(f.clone()));
-    (files, unmatched)
 }
 
 /// 1-based line and column of a byte offset.
@@ -678,94 +547,9 @@ mod tests {
     }
 
     #[test]
-    fn logpath_globs_are_expanded_when_loaded() {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        for f in ["b.log", "a.log", ".hidden.log", "c.txt"] {
-            fs::write(d.join(f), "").unwrap();
-        }
-        fs::create_dir(d.join("dir.log")).unwrap();
-        let text = format!(
-            "interface = \"lo\"\nbpffs = \"{d}/bpf\"\nstate_dir = \"{d}/state\"\n[jails.a]\nfilter = \"vpopmail\"\nlogpath = [\"{d}/*.log\", \"{d}/b.log\", \"{d}/new.log\"]\n",
-            d = d.display()
-        );
-        let c = parse(&text).unwrap();
-        assert_eq!(
-            c.jails[0].logpaths,
-            [d.join("a.log"), d.join("b.log"), d.join("new.log")],
-            "sorted, no directories, no dot files, once each; plain paths as written"
-        );
-        c.validate_for_run().unwrap();
-        let e = parse(&text.replace("*.log", "*.gz"))
-            .unwrap()
-            .validate_for_run()
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains(":4: jails.a.logpath: `") && e.contains("*.gz` matches no file"),
-            "{e}"
-        );
-        // As in Python, a `[` that opens no set is itself.
-        let c = parse(&text.replace("*.log", "[.log")).unwrap();
-        assert_eq!(c.jails[0].logpaths[0], d.join("[.log"));
-    }
-
-    #[test]
     fn disabled_jails_are_left_out() {
         let c =
             parse("[jails.a]\nenabled = false\nfilter = \"vpopmail\"\nlogpath = \"/x\"\n").unwrap();
         assert!(c.jails.is_empty());
-    }
-
-    #[test]
-    fn run_refuses_what_would_fail_or_do_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path().display();
-        let ok = format!(
-            "interface = \"lo\"\nbpffs = \"{d}/bpf\"\nstate_dir = \"{d}/state\"\n[jails.a]\nfilter = \"vpopmail\"\nlogpath = \"{d}/mail.log\"\n"
-        );
-        parse(&ok).unwrap().validate_for_run().unwrap();
-        let refused = |text: String, want: &str| {
-            let e = parse(&text)
-                .unwrap()
-                .validate_for_run()
-                .unwrap_err()
-                .to_string();
-            assert!(e.contains(want), "{want}: {e}");
-        };
-        refused(ok.replace("interface = \"lo\"\n", ""), "no `interface` set");
-        refused(
-            ok.replace("\"lo\"", "[\"lo\", \"lo\"]"),
-            "`lo` is listed twice",
-        );
-        refused(
-            ok.replace("\"lo\"", "\"nosuchif0\""),
-            "`nosuchif0` does not exist",
-        );
-        refused(
-            ok.replace(&format!("{d}/bpf"), "bpf"),
-            "bpffs: `bpf` is not an absolute path",
-        );
-        refused(
-            ok.replace(&format!("{d}/bpf"), &format!("{d}/state")),
-            "must not contain each other",
-        );
-        refused(
-            ok.replace(&format!("{d}/bpf"), &format!("{d}/state/bpf")),
-            "must not contain each other",
-        );
-        refused(ok.replace("mail.log", ""), "is a directory");
-        refused(
-            ok.replace("mail.log", "nodir/mail.log"),
-            "directory that does not exist",
-        );
-        refused(
-            ok.replace(&format!("{d}/mail.log"), "mail.log"),
-            "not an absolute path",
-        );
-        refused(
-            ok.split("[jails").next().unwrap().to_owned(),
-            "no enabled jail",
-        );
     }
 }

@@ -1,5 +1,6 @@
 //! The configuration file as written: serde structures and the checks of
-//! single values (ranges, syntax). Checks across values are in `super`.
+//! single values (ranges, syntax). Checks across values are in
+//! `super::validation`.
 
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
