@@ -19,7 +19,7 @@ use anyhow::{Context as _, Result, bail};
 /// and annotated sample logs, fail2ban-regex for the speed comparison),
 /// dovecot-pop3d (a real POP3 server in the tests), systemd and
 /// systemd-journal-remote (real journal files for the journal tests),
-/// nats-server (the fleet tests).
+/// nats-server and openssl (the fleet tests, TLS included).
 const DEB_PACKAGES: &[&str] = &[
     "bpftool",
     "iproute2",
@@ -33,6 +33,7 @@ const DEB_PACKAGES: &[&str] = &[
     "fail2ban",
     "dovecot-pop3d",
     "nats-server",
+    "openssl",
 ];
 /// bpf-linker version built against the nightly's own libLLVM.
 const BPF_LINKER_VERSION: &str = "0.13.0";
