@@ -6,8 +6,8 @@
 use std::{fmt, path::PathBuf};
 
 use crate::{
-    config::ConfigError, filter::FilterError, kernel::BpfError, source::SourceError,
-    state::StateError,
+    config::ConfigError, filter::FilterError, import::ImportError, kernel::BpfError,
+    source::SourceError, state::StateError,
 };
 
 /// Any failure of a jailer command; [`Error::exit_code`] maps it for the shell.
@@ -23,6 +23,8 @@ pub enum Error {
     State(#[from] StateError),
     #[error(transparent)]
     Source(#[from] SourceError),
+    #[error(transparent)]
+    Import(#[from] ImportError),
     /// A bad argument on the command line.
     #[error("{0}")]
     Usage(String),
@@ -37,10 +39,20 @@ pub enum Error {
 
 impl Error {
     /// 2 for what the user must fix in their input (config, filter,
-    /// arguments), 1 for failures of the system.
+    /// arguments, a state_dir or bpffs path that is not safe to use), 1 for
+    /// failures of the system.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Config(_) | Self::Filter(_) | Self::Usage(_) => 2,
+            Self::Config(_)
+            | Self::Filter(_)
+            | Self::Usage(_)
+            | Self::State(StateError::Unsafe { .. })
+            | Self::Bpf(BpfError::UnsafeBpffs { .. }) => 2,
+            // fail2ban's configuration and database are the input here;
+            // an unreadable database or a generated config that does not
+            // load are failures of the system (or of jailer).
+            Self::Import(ImportError::Database { .. } | ImportError::Generated(_)) => 1,
+            Self::Import(_) => 2,
             _ => 1,
         }
     }
@@ -75,5 +87,19 @@ mod tests {
         let text = Chain(&e).to_string();
         assert_eq!(text.matches("No space left on device").count(), 1, "{text}");
         assert!(text.starts_with("/var/lib/jailer/bans.jsonl: "), "{text}");
+        assert_eq!(e.exit_code(), 1, "a full disk is the system's");
+    }
+
+    #[test]
+    fn unsafe_paths_are_the_operators_to_fix() {
+        let state = Error::from(StateError::Unsafe {
+            path: "/var/lib/jailer".into(),
+            problem: "is a symlink".into(),
+        });
+        let bpffs = Error::from(BpfError::UnsafeBpffs {
+            path: "/data".into(),
+            problem: "is not empty".into(),
+        });
+        assert_eq!((state.exit_code(), bpffs.exit_code()), (2, 2));
     }
 }

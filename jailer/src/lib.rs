@@ -13,8 +13,9 @@
 //! | what survives restarts | [`state`] | the ban journal, the snapshot of positions |
 //!
 //! Around it: [`config`] (the validated configuration), [`agent`] (the loop
-//! that owns the pipeline, its control socket, status and metrics) and
-//! [`cli`] (one file per subcommand).
+//! that owns the pipeline, its control socket, status and metrics),
+//! [`import`] (a fail2ban installation carried over) and [`cli`] (one file
+//! per subcommand).
 
 pub mod agent;
 pub mod ban;
@@ -24,6 +25,7 @@ pub mod error;
 pub mod filter;
 pub mod fleet;
 pub mod host;
+pub mod import;
 pub mod jail;
 pub mod kernel;
 pub mod source;

@@ -2,8 +2,8 @@
 //! pairs, a private bpffs, frame builders, the XDP object under test run,
 //! peers (POP3, line servers, a real dovecot), journal files written by
 //! systemd-journal-remote, log writers, an agent runner with a readiness
-//! signal instead of sleeps, and a fleet of agents sharing bans through
-//! real nats-server processes ([`fleet`]).
+//! signal instead of sleeps, the agent as a process, and a fleet of agents
+//! sharing bans through real nats-server processes ([`fleet`]).
 //!
 //! Tests that need root are `#[ignore = "needs root"]`: plain `cargo test`
 //! reports them ignored; `cargo xtask test` runs them (as root) with
@@ -17,6 +17,7 @@ mod frames;
 mod journal;
 mod logs;
 mod netns;
+mod process;
 mod servers;
 mod xdp;
 
@@ -27,7 +28,8 @@ pub use self::{
     frames::{Ext, tcp4, tcp6, tcp6_ext, udp4, with_vlans},
     journal::JournalRemote,
     logs::{append, append_failure, ban, failure_line, host, now_stamp, target},
-    netns::{NetNs, Pair, reap, sh, unique},
+    netns::{NetNs, Pair, reap, sh, sh_output, unique},
+    process::{AgentProcess, cpu_ticks, output_within, vm_kib, wait_bounded},
     servers::{connect_from, connect_with, exchange, login, pop3_login, pop3_server, serve},
     xdp::{bench_object, load_bench, load_xdp, on_cpu, xdp_verdict},
 };

@@ -15,6 +15,11 @@ use nix::sched::{CloneFlags, setns};
 
 /// Runs a command, panicking with its output when it fails.
 pub fn sh(args: &[&str]) {
+    sh_output(args);
+}
+
+/// [`sh`], returning the command's output.
+pub fn sh_output(args: &[&str]) -> std::process::Output {
     let out = Command::new(args[0])
         .args(&args[1..])
         .output()
@@ -25,6 +30,7 @@ pub fn sh(args: &[&str]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    out
 }
 
 /// Waits up to `grace` for `child` to exit on its own, then kills it
@@ -126,11 +132,17 @@ impl Pair {
     /// Deletes the veth pair and makes it again, same names and addresses
     /// (an interface removed and re-added).
     pub fn relink(&self) {
-        self.server.ip(&["link", "del", &self.iface]);
+        self.unlink();
         self.link();
     }
 
-    fn link(&self) {
+    /// Deletes the veth pair (both ends): the interface is gone.
+    pub fn unlink(&self) {
+        self.server.ip(&["link", "del", &self.iface]);
+    }
+
+    /// Makes the veth pair, its addresses, and brings both ends up.
+    pub fn link(&self) {
         let (server, client, iface, peer, n) =
             (&self.server, &self.client, &self.iface, &self.peer, self.n);
         server.ip(&[

@@ -1,11 +1,13 @@
 //! `kill -9` in the middle of a stream, then a restart: every failure line is
 //! counted exactly once (none lost, none counted twice) and no address is
-//! banned twice; while the agent is down, bans hold and expired ones lapse. Root: the agent attaches XDP in a namespace this test makes.
+//! banned twice; while the agent is down, bans hold and expired ones lapse;
+//! killed in the middle of a ban storm, it journals no ban twice. Root: the
+//! agent attaches XDP in a namespace this test makes.
 
 use std::{
+    collections::HashMap,
     fs,
     path::Path,
-    process::{Child, Command},
     thread,
     time::{Duration, Instant},
 };
@@ -16,46 +18,12 @@ use jailer::{
     agent::control::{self, Request, Response},
     kernel::{BanTable, XdpBanTable},
 };
-use jailer_tests::{Pair, TempBpffs, append_failure, ban, connect_from, host, require_root, serve};
+use jailer_tests::{
+    AgentProcess, Pair, TempBpffs, append, append_failure, ban, connect_from, failure_line, host,
+    require_root, serve,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_jailer-under-test");
-
-struct AgentProcess(Child);
-
-impl AgentProcess {
-    fn start(ns: &str, config: &Path, state_dir: &Path) -> Self {
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, BIN, "run", "--config"])
-            .arg(config)
-            .spawn()
-            .expect("spawn agent");
-        let agent = Self(child);
-        let start = Instant::now();
-        while !matches!(
-            control::ask(state_dir, &Request::Status),
-            Ok(Some(Response::Status { .. }))
-        ) {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "agent did not come up"
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-        agent
-    }
-
-    fn kill9(mut self) {
-        let _ = self.0.kill(); // SIGKILL
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn total_failed(state_dir: &Path) -> u64 {
     match control::ask(state_dir, &Request::Status) {
@@ -91,7 +59,7 @@ fn kill_9_mid_stream_counts_every_line_once() {
     let b: Vec<String> = (1..=20).map(|i| format!("10.193.2.{i}")).collect();
     let c: Vec<String> = (1..=20).map(|i| format!("10.193.3.{i}")).collect();
 
-    let agent = AgentProcess::start(&net.server.name, &config, &state);
+    let agent = AgentProcess::start(BIN, &net.server, &config, &state, &[]);
     // Counted and saved: two failures per A, one per B.
     for ip in &a {
         append_failure(&log, ip);
@@ -156,7 +124,7 @@ fn kill_9_mid_stream_counts_every_line_once() {
     }
     assert!(!reach("10.193.0.2"), "the permanent ban still holds");
 
-    let agent = AgentProcess::start(&net.server.name, &config, &state);
+    let agent = AgentProcess::start(BIN, &net.server, &config, &state, &[]);
     for ip in a.iter().chain(&b) {
         append_failure(&log, ip);
     }
@@ -187,4 +155,117 @@ fn kill_9_mid_stream_counts_every_line_once() {
         assert_eq!(n, 1, "{ip} banned {n} times");
     }
     drop(agent);
+}
+
+/// `status` of the running agent, if it answers.
+fn status(state_dir: &Path) -> Option<jailer::agent::status::Status> {
+    match control::ask(state_dir, &Request::Status) {
+        Ok(Some(Response::Status { status })) => Some(status),
+        _ => None,
+    }
+}
+
+/// `"op":"ban"` records per address in the journal.
+fn journaled_bans(state_dir: &Path) -> HashMap<String, usize> {
+    let journal = fs::read_to_string(state_dir.join("bans.jsonl")).unwrap();
+    let mut n = HashMap::new();
+    for line in journal.lines() {
+        if let Some(rest) = line.strip_prefix("{\"op\":\"ban\",\"addr\":\"") {
+            let addr = rest.split('"').next().unwrap().to_owned();
+            *n.entry(addr).or_default() += 1;
+        }
+    }
+    n
+}
+
+/// Finding 9 of issue 11: killed with `kill -9` while banning a storm of
+/// 30,000 addresses (maxretry 1), the agent re-reads on restart the lines
+/// after its last saved position; failures from addresses whose ban is in
+/// force must neither ban again nor journal again. Every attacker ends up
+/// banned and journaled exactly once.
+#[test]
+#[ignore = "needs root"]
+fn kill_9_during_a_ban_storm_journals_no_ban_twice() {
+    require_root();
+    const ATTACKERS: usize = 30_000;
+    let net = Pair::new(191);
+    let bpffs = TempBpffs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mail.log");
+    let state = dir.path().join("state");
+    fs::write(&log, "").unwrap();
+    let config = dir.path().join("jailer.toml");
+    fs::write(
+        &config,
+        format!(
+            "interface = \"{}\"\nxdp_mode = \"generic\"\nbpffs = \"{}\"\nstate_dir = \"{}\"\n\
+             [jails.vpopmail]\nfilter = \"vpopmail\"\nlogpath = \"{}\"\nmaxretry = 1\nfindtime = \"10m\"\nbantime = \"1h\"\n",
+            net.iface,
+            bpffs.pins().display(),
+            state.display(),
+            log.display()
+        ),
+    )
+    .unwrap();
+    let attackers: Vec<String> = (0..ATTACKERS)
+        .map(|i| {
+            format!(
+                "172.{}.{}.{}",
+                16 + i / 62_500,
+                (i / 250) % 250,
+                i % 250 + 1
+            )
+        })
+        .collect();
+
+    let agent = AgentProcess::start(BIN, &net.server, &config, &state, &[]);
+    let storm: String = attackers.iter().map(|ip| failure_line(ip)).collect();
+    append(&log, &storm);
+    // Killed in the middle: some bans made, the rest not yet.
+    let start = Instant::now();
+    let banned_at_kill = loop {
+        let banned = status(&state).map_or(0, |s| s.jails[0].total_banned.unwrap_or(0));
+        if banned >= ATTACKERS as u64 / 3 {
+            break banned;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the storm was not banned: {banned} bans"
+        );
+        thread::sleep(Duration::from_millis(5));
+    };
+    agent.kill9();
+    eprintln!("killed after about {banned_at_kill} of {ATTACKERS} bans");
+
+    let agent = AgentProcess::start(BIN, &net.server, &config, &state, &[]);
+    // Lines are handled in order: once a failure written now is banned,
+    // everything before it was read.
+    append_failure(&log, "192.0.2.99");
+    let table = XdpBanTable::open_existing(&bpffs.pins()).unwrap();
+    let start = Instant::now();
+    while table.get(host("192.0.2.99")).unwrap().is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the restarted agent did not read through the storm"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let in_maps = table.list().unwrap().len();
+    assert_eq!(in_maps, ATTACKERS + 1, "every attacker is banned");
+    let restarted = status(&state).expect("status");
+    drop(agent);
+
+    let journaled = journaled_bans(&state);
+    let twice: Vec<(&String, &usize)> = journaled.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "{} addresses journaled more than once, e.g. {:?}; the restarted agent banned {} (of {})",
+        twice.len(),
+        twice.iter().take(5).collect::<Vec<_>>(),
+        restarted.jails[0].total_banned.unwrap_or(0),
+        restarted.jails[0].total_failed.unwrap_or(0),
+    );
+    for ip in &attackers {
+        assert_eq!(journaled.get(ip), Some(&1), "{ip} journaled once");
+    }
 }

@@ -7,7 +7,7 @@
 use std::{fs, thread, time::Duration};
 
 use jailer_tests::{
-    fleet::{ATTACKER, BYSTANDER, Hub, Member, MemberSetup},
+    fleet::{ATTACKER, BYSTANDER, Hub, Member, MemberSetup, Pki},
     require_root, wait_for,
 };
 
@@ -374,4 +374,39 @@ fn bans_flow_through_a_cluster_with_a_node_killed() {
     mx2.wait_enforces("203.0.113.2", true, Duration::from_secs(30));
     mx2.ban("203.0.113.3");
     mx1.wait_enforces("203.0.113.3", true, Duration::from_secs(30));
+}
+
+#[test]
+#[ignore = "needs root"]
+fn members_share_bans_over_tls_with_client_certificates() {
+    require_root();
+    let hub = hub();
+    let pki = Pki::new(hub.dir.path());
+    let server = hub.tls_server("n1", 4222, &pki);
+    let urls = [server.url()];
+    let tls = MemberSetup {
+        fleet_extra: pki.member_tls(),
+        ..MemberSetup::default()
+    };
+    let mx1 = Member::start(&hub, "mx1", &urls, &tls);
+    let mx2 = Member::start(&hub, "mx2", &urls, &tls);
+    mx1.wait_synced(SYNC);
+    mx2.wait_synced(SYNC);
+    mx1.ban(ATTACKER);
+    mx2.wait_enforces(ATTACKER, true, SOON);
+    assert!(!mx2.reaches_pop3(ATTACKER));
+
+    // A member that does not trust the server's CA: an error naming the
+    // server, and its own bans still drop.
+    let untrusting = MemberSetup {
+        fleet_extra: "tls = {}".into(),
+        ..MemberSetup::default()
+    };
+    let mx3 = Member::start(&hub, "mx3", &urls, &untrusting);
+    wait_for("mx3 to report the TLS failure", SYNC, || {
+        let r = mx3.fleet();
+        r.state == "error" && r.detail.contains("127.0.0.1:4222")
+    });
+    mx3.ban(BYSTANDER);
+    assert!(mx3.enforces(&mx3.table(), BYSTANDER));
 }

@@ -12,6 +12,7 @@ use std::{
 };
 
 use jailer::{
+    AgentOptions,
     agent::{
         control::{self, Request, Response},
         status::Status,
@@ -52,9 +53,16 @@ fn status(config: &Config) -> Status {
 
 /// Waits until the agent has read `lines` lines (all logs together).
 fn wait_read(config: &Config, lines: u64) {
-    wait_for(&format!("{lines} lines read"), || {
-        status(config).logs.iter().map(|l| l.lines).sum::<u64>() >= lines
-    });
+    let mut read = 0;
+    let start = Instant::now();
+    while read < lines {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {lines} lines read: {read} read"
+        );
+        thread::sleep(Duration::from_millis(10));
+        read = status(config).logs.iter().map(|l| l.lines).sum::<u64>();
+    }
 }
 
 fn total_failed(config: &Config) -> u64 {
@@ -432,5 +440,135 @@ fn rotation_under_load_bans_exactly_the_attackers() {
         "missed {} (lost lines): {missed:?}\nextra {} (counted twice): {extra:?}",
         missed.len(),
         extra.len()
+    );
+}
+
+/// Finding 3 of issue 11: a reload whose new logpath is in a directory
+/// that does not exist is refused as a whole (an error reply), and the
+/// agent goes on with the old configuration: failures appended to the old
+/// log are counted with the old maxretry and ban.
+#[test]
+fn a_reload_that_cannot_follow_its_logs_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let log = dir.path().join("mail.log");
+    append(&log, "");
+    let path = dir.path().join("jailer.toml");
+    let write = |logpath: &str, maxretry: u32| {
+        fs::write(
+            &path,
+            format!(
+                "interface = \"lo\"\nbpffs = \"{d}/bpf\"\nstate_dir = \"{d}/state\"\n\
+                 [jails.vpopmail]\nfilter = \"vpopmail\"\nlogpath = \"{logpath}\"\nmaxretry = {maxretry}\n"
+            ),
+        )
+        .unwrap();
+    };
+    write(&log.display().to_string(), 3);
+    let config = Config::load_for_run(&path).unwrap();
+    let table = MemBanTable::default();
+    let (c, t, p) = (config.clone(), table.clone(), path.clone());
+    let _agent = Agent::start_with(move || {
+        let options = AgentOptions {
+            config_path: Some(p),
+            ..AgentOptions::default()
+        };
+        (c, t, options)
+    });
+
+    write(&format!("{d}/missing/mail.log"), 1);
+    let message = match control::ask(&config.state_dir, &Request::Reload).unwrap() {
+        Some(Response::Error { message }) => message,
+        other => panic!("the reload was not refused: {other:?}"),
+    };
+    assert!(
+        message.contains("missing/mail.log") && message.contains("does not exist"),
+        "{message}"
+    );
+    let s = status(&config);
+    assert_eq!(s.logs.len(), 1);
+    assert_eq!(s.logs[0].path, log.display().to_string(), "the old log");
+
+    // The old log, the old maxretry: one failure does not ban, three do.
+    append(&log, &failure("203.0.113.30"));
+    for _ in 0..3 {
+        append(&log, &failure("203.0.113.31"));
+    }
+    wait_for("a ban from the old log", || banned(&table, "203.0.113.31"));
+    assert!(
+        !banned(&table, "203.0.113.30"),
+        "maxretry is still the old one"
+    );
+    assert_eq!(total_failed(&config), 4);
+}
+
+/// Finding 9 of issue 11, under load: 10,000 lines/s for 3 s, in which 300
+/// attackers keep failing long after their ban. Each is banned once:
+/// `total_banned` is the number of addresses banned, and the journal holds
+/// one ban record per address.
+#[test]
+fn failures_from_banned_addresses_under_load_ban_once() {
+    const ATTACKERS: usize = 300;
+    const FAILURES_EACH: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mail.log");
+    append(&log, "");
+    let table = MemBanTable::default();
+    let text = format!(
+        "[jails.vpopmail]\nfilter = \"vpopmail\"\nlogpath = \"{}\"\nmaxretry = 3\nfindtime = \"1h\"\n",
+        log.display()
+    );
+    let mut config = Config::parse(&dir.path().join("jailer.toml"), &text).unwrap();
+    config.state_dir = dir.path().join("state");
+    let _agent = Agent::start(config.clone(), table.clone());
+
+    let attackers: Vec<String> = (0..ATTACKERS)
+        .map(|i| format!("10.{}.{}.7", 50 + i / 250, i % 250))
+        .collect();
+    let mut file = OpenOptions::new().append(true).open(&log).unwrap();
+    let slices = 300; // 10 ms each, 100 lines each: 10,000 lines/s
+    let failures = ATTACKERS * FAILURES_EACH;
+    let mut written = 0u64;
+    let start = Instant::now();
+    for slice in 0..slices {
+        let stamp = now_stamp();
+        let mut buf = String::new();
+        for j in 0..100 {
+            let n = slice * 100 + j;
+            // One line in five a failure, the attackers in turn.
+            if n % 5 == 0 && n / 5 < failures {
+                buf.push_str(&format!(
+                    "{stamp} www vpopmail[1]: vchkpw-pop3: password fail bob@example.com:{}\n",
+                    attackers[(n / 5) % ATTACKERS]
+                ));
+            } else {
+                buf.push_str(&format!(
+                    "{stamp} www postfix/smtpd[2]: connect from unknown[192.0.2.{}]\n",
+                    j
+                ));
+            }
+        }
+        file.write_all(buf.as_bytes()).unwrap();
+        written += 100;
+        let due = start + Duration::from_millis(10 * (slice as u64 + 1));
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            thread::sleep(wait);
+        }
+    }
+    wait_read(&config, written);
+    let s = status(&config);
+    let j = &s.jails[0];
+    assert_eq!(j.total_failed, Some(failures as u64));
+    assert_eq!(table.bans().len(), ATTACKERS, "every attacker banned");
+    assert_eq!(
+        j.total_banned,
+        Some(ATTACKERS as u64),
+        "a ban counted once, not once per failure while banned"
+    );
+    let journal = fs::read_to_string(config.state_dir.join("bans.jsonl")).unwrap();
+    assert_eq!(
+        journal.matches("\"op\":\"ban\"").count(),
+        ATTACKERS,
+        "a ban journaled once"
     );
 }

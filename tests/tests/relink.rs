@@ -1,6 +1,7 @@
 //! An interface removed and added again while the agent runs: the old XDP
 //! link died with the device; the agent notices and attaches again, so the
-//! banned host is dropped again without a restart. Root.
+//! banned host is dropped again without a restart; while it is gone,
+//! `status` says so. Root.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -9,6 +10,7 @@ use std::{
 };
 
 use jailer::{
+    agent::control::{self, Request, Response},
     config::Config,
     kernel::{BanTable as _, XdpBanTable},
 };
@@ -44,6 +46,7 @@ fn interface_removed_and_readded_is_protected_again() {
     )
     .unwrap();
     let config = Config::load(&path).unwrap();
+    let state = config.state_dir.clone();
     let agent = ns_agent(&net.server, &config, Some(path));
     let mut table = XdpBanTable::open_existing(&bpffs.pins()).unwrap();
     table
@@ -51,8 +54,24 @@ fn interface_removed_and_readded_is_protected_again() {
         .unwrap();
     assert!(!can_connect(&net, "10.192.0.2"), "banned before the relink");
 
-    // The listener on 0.0.0.0 survives; the new device has no XDP program.
-    net.relink();
+    // Gone: `status` says so (finding 11 of issue 11), within a tick.
+    net.unlink();
+    let mode = || match control::ask(&state, &Request::Status) {
+        Ok(Some(Response::Status { status })) => status.interfaces[0].mode.to_string(),
+        other => panic!("no status: {other:?}"),
+    };
+    let start = Instant::now();
+    while mode() != "missing" {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "status shows {} for a vanished interface",
+            mode()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    // Back: the listener on 0.0.0.0 survives; the new device has no XDP
+    // program until the agent attaches it again.
+    net.link();
     let start = Instant::now();
     while can_connect(&net, "10.192.0.2") {
         assert!(
@@ -69,5 +88,6 @@ fn interface_removed_and_readded_is_protected_again() {
         jailer::kernel::attached_interfaces(&bpffs.pins()),
         std::slice::from_ref(&net.iface)
     );
+    assert_eq!(mode(), "generic", "attached again");
     agent.stop().unwrap();
 }

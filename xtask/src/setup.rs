@@ -14,11 +14,12 @@ use anyhow::{Context as _, Result, bail};
 
 /// Debian packages the build, the tests and the agent's users need:
 /// bpftool (map dumps), iproute2 (namespaces, veth), libsystemd-dev and
-/// pkg-config (the journal reader links libsystemd), fail2ban (its filters
+/// pkg-config (the journal reader links libsystemd), libsqlite3-dev
+/// (`import-fail2ban --bans` reads fail2ban's database), fail2ban (its filters
 /// and annotated sample logs, fail2ban-regex for the speed comparison),
 /// dovecot-pop3d (a real POP3 server in the tests), systemd and
 /// systemd-journal-remote (real journal files for the journal tests),
-/// nats-server (the fleet tests).
+/// nats-server and openssl (the fleet tests, TLS included).
 const DEB_PACKAGES: &[&str] = &[
     "bpftool",
     "iproute2",
@@ -26,11 +27,13 @@ const DEB_PACKAGES: &[&str] = &[
     "netcat-openbsd",
     "pkg-config",
     "libsystemd-dev",
+    "libsqlite3-dev",
     "systemd",
     "systemd-journal-remote",
     "fail2ban",
     "dovecot-pop3d",
     "nats-server",
+    "openssl",
 ];
 /// bpf-linker version built against the nightly's own libLLVM.
 const BPF_LINKER_VERSION: &str = "0.13.0";

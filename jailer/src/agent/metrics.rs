@@ -293,7 +293,7 @@ fn fleet(o: &mut String, f: &FleetReport) {
 }
 
 /// A minimal HTTP/1.1 server: `GET /metrics` gets the text, anything else
-/// 404. Bounded: at most [`MAX_CONNECTIONS`] at once, each with a read
+/// 404. Bounded: at most `MAX_CONNECTIONS` at once, each with a read
 /// timeout; when accept fails (out of file descriptors) it backs off instead
 /// of spinning.
 pub async fn serve(listener: TcpListener, calls: mpsc::Sender<Call>) {

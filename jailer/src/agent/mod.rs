@@ -224,7 +224,7 @@ pub async fn run_agent_with<T: BanTable + 'static>(
     engine.set_own_addresses(host::own_addresses());
     engine.set_ignoreip(config.ignoreip.clone());
     let mut snapshot = Snapshot::load(&config.state_dir)?;
-    engine.import_windows(std::mem::take(&mut snapshot.windows));
+    engine.import_windows(std::mem::take(&mut snapshot.windows), now);
 
     let (calls_tx, mut calls) = mpsc::channel::<Call>(16);
     let metrics_task = match config.metrics_listen {
@@ -315,9 +315,12 @@ pub async fn run_agent_with<T: BanTable + 'static>(
                     Ok(Ok((restoration, offset))) => agent.restore(restoration, offset),
                     Ok(Err(e)) => {
                         warn!(error = %Chain(&e), "reading the ban journal failed: bans in the maps stay, expiry and repeat counts start afresh");
-                        agent.journal_offset = agent.journal.size().ok();
+                        agent.restore(Restoration::default(), agent.journal.size().unwrap_or(0));
                     }
-                    Err(_) => warn!("reading the ban journal stopped"),
+                    Err(_) => {
+                        warn!("reading the ban journal stopped");
+                        agent.restore(Restoration::default(), agent.journal.size().unwrap_or(0));
+                    }
                 }
                 agent.start_fleet();
             }
@@ -588,6 +591,9 @@ impl<T: BanTable> Agent<T> {
             Ok(_) => {}
             Err(e) => warn!(error = %Chain(&e), wanted = to_write, "restoring bans failed"),
         }
+        // Bans met in the maps before the journal was read, missing from it.
+        self.unjournaled.extend(self.engine.take_records());
+        self.write_journal();
         self.journal_offset = Some(offset);
         // Whatever was appended since the journal was read.
         self.read_journal();

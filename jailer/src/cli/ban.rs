@@ -19,7 +19,7 @@ use crate::{
 
 /// Lets a running agent know the journal changed (it also reads it every
 /// second, so an agent that does not answer still learns).
-fn tell_agent(config: &Config) {
+pub(super) fn tell_agent(config: &Config) {
     if let Err(e) = control::ask(&config.state_dir, &Request::JournalChanged) {
         warn!(error = %Chain(&e), "the running agent could not be told; it reads the journal within a second");
     }

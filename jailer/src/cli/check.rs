@@ -17,12 +17,11 @@ pub(super) fn run(config_path: &Path) -> Result<(), Error> {
         config.state_dir.display()
     ));
     for j in &config.jails {
-        let logs: Vec<String> = j.logpaths.iter().map(|p| p.display().to_string()).collect();
         out.push_str(&format!(
-            "  jail {}: filter {}, logs {}, ports {}, maxretry {}, findtime {}, bantime {}\n",
+            "  jail {}: filter {}, reads {}, ports {}, maxretry {}, findtime {}, bantime {}\n",
             j.name,
             j.filter.name(),
-            logs.join(" "),
+            j.sources(),
             j.ports,
             j.maxretry,
             format_duration(j.findtime),

@@ -1,5 +1,5 @@
 //! The command line: fail2ban's words, one subcommand per job, one file per
-//! subcommand. [`main`] is the whole binary; [`run`] dispatches a parsed
+//! subcommand. [`main`] is the whole binary; [`run()`] dispatches a parsed
 //! command line (tests call it too).
 
 mod args;
@@ -8,6 +8,7 @@ mod check;
 mod detach;
 mod docs;
 mod fleet;
+mod import;
 mod list;
 mod regex;
 mod reload;
@@ -46,6 +47,7 @@ jailer list                                      what is banned, for how long, d
 jailer status                                    per-jail failures and bans\n  \
 jailer fleet                                     members sharing bans (with [fleet])\n  \
 jailer regex /var/log/mail.log vpopmail          test a filter on a log, like fail2ban-regex\n  \
+jailer import-fail2ban > jailer.toml             carry over fail2ban's jails (--bans: its bans)\n  \
 bpftool map dump pinned /sys/fs/bpf/jailer/BANS_V4   the raw kernel map"
 )]
 pub struct Cli {
@@ -83,7 +85,8 @@ pub enum Command {
     Ban(BanArgs),
     /// Lift a ban (or every ban with --all).
     Unban(UnbanArgs),
-    /// Show bans in force: address, ports, time left, packets dropped.
+    /// Show bans in force: address, ports, time left, packets dropped, and
+    /// who set each (its jail; `local` or the fleet member).
     List {
         /// One JSON array instead of a table.
         #[arg(long)]
@@ -124,6 +127,53 @@ pub enum Command {
     },
     /// Print the man page (roff): jailer man > /usr/local/share/man/man8/jailer.8
     Man,
+    /// Print a jailer.toml carrying over fail2ban's enabled jails; with
+    /// --bans, also carry its bans in force into the maps and the journal.
+    ///
+    /// Reads jail.conf, jail.d/*.conf, jail.local and jail.d/*.local (with
+    /// the paths-*.conf they include) as fail2ban 1.0.2 does, and writes for
+    /// every enabled jail: its filter with options (`dovecot[mode=normal]`,
+    /// read from fail2ban's filter.d), logpath (globs kept) or backend =
+    /// "systemd" with its journalmatch, port (fail2ban's names and lists;
+    /// other names through /etc/services; `0:65535`, ranges or more than 8
+    /// ports: all), maxretry, findtime, bantime (-1: permanent),
+    /// bantime.increment, .factor and .maxtime, ignoreip (addresses and
+    /// networks) and ignoreself.
+    ///
+    /// Not carried over, said in comments with the reason: action, banaction
+    /// and mta (jailer bans with XDP in the NIC driver; no action scripts,
+    /// no mail), host names in ignoreip (jailer never resolves names),
+    /// bantime.formula, .multipliers, .rndtime and .overalljails, protocols
+    /// other than TCP, a jail's own failregex or ignoreregex (put them in
+    /// filter.d/NAME.local). Enabled jails fail2ban would not start, or that
+    /// do not load in jailer, are listed at the end with the reason. fail2ban
+    /// names no interface: set `interface` before `jailer check`.
+    ///
+    /// --bans (root) reads fail2ban's database (`dbfile` of fail2ban.conf, or
+    /// --dbfile; read-only) and writes the bans still in force, with the time
+    /// they have left, into the maps and the journal of --config's bpffs and
+    /// state_dir, as fail2ban restores them when a jail starts: cut to the
+    /// jail's longest bantime now, ignoreip and this host's addresses left
+    /// out. Their ports are the imported jail's, else jailer's default
+    /// (pop3). The summary goes to stderr, the config to stdout:
+    ///
+    ///   jailer import-fail2ban --bans > /etc/jailer/jailer.toml
+    #[command(name = "import-fail2ban")]
+    ImportFail2ban(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// fail2ban's configuration directory.
+    #[arg(long, value_name = "DIR", default_value = crate::config::DEFAULT_FAIL2BAN_DIR)]
+    pub fail2ban_dir: PathBuf,
+    /// Also write fail2ban's bans in force into the maps and the journal.
+    #[arg(long)]
+    pub bans: bool,
+    /// fail2ban's database (default: `dbfile` of fail2ban.conf,
+    /// /var/lib/fail2ban/fail2ban.sqlite3).
+    #[arg(long, value_name = "FILE", requires = "bans")]
+    pub dbfile: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -208,6 +258,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Regex(args) => regex::run(&args),
         Command::Completions { shell } => docs::completions(shell),
         Command::Man => docs::man(),
+        Command::ImportFail2ban(args) => import::run(&config, &args),
     }
 }
 
@@ -296,6 +347,33 @@ mod tests {
             "unban needs an IP or --all"
         );
         assert!(Cli::try_parse_from(["jailer", "unban", "1.2.3.4", "--all"]).is_err());
+    }
+
+    #[test]
+    fn import_reads_etc_fail2ban_and_dbfile_goes_with_bans() {
+        let cli = Cli::try_parse_from(["jailer", "import-fail2ban"]).unwrap();
+        let Command::ImportFail2ban(args) = cli.command else {
+            panic!("not import-fail2ban")
+        };
+        assert_eq!(args.fail2ban_dir, PathBuf::from("/etc/fail2ban"));
+        assert!(!args.bans && args.dbfile.is_none());
+        assert!(Cli::try_parse_from(["jailer", "import-fail2ban", "--dbfile", "/x.db"]).is_err());
+        let cli = Cli::try_parse_from([
+            "jailer",
+            "import-fail2ban",
+            "--bans",
+            "--dbfile",
+            "/x.db",
+            "--fail2ban-dir",
+            "/f2b",
+        ])
+        .unwrap();
+        let Command::ImportFail2ban(args) = cli.command else {
+            panic!("not import-fail2ban")
+        };
+        assert!(args.bans);
+        assert_eq!(args.dbfile, Some(PathBuf::from("/x.db")));
+        assert_eq!(args.fail2ban_dir, PathBuf::from("/f2b"));
     }
 
     #[test]

@@ -53,7 +53,11 @@ pub fn scan<R: BufRead>(
         s.lines += 1;
         let raw = buf.strip_suffix(b"\n").unwrap_or(&buf);
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        let line = String::from_utf8_lossy(raw);
+        // Validated the fast way first: nearly every log line is UTF-8.
+        let line = match std::str::from_utf8(raw) {
+            Ok(text) => std::borrow::Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(raw),
+        };
         match matcher.process(&line, None, now) {
             Outcome::Failures(found) => {
                 s.matched += 1;
@@ -122,7 +126,8 @@ pub(super) fn run(args: &RegexArgs) -> Result<(), Error> {
                 host,
                 time: f.time.map(crate::time::unix_secs),
             };
-            serde_json::to_writer(&mut *out, &record).map_err(io::Error::other)?;
+            // An I/O error stays one (a reader that left is not a failure).
+            serde_json::to_writer(&mut *out, &record).map_err(io::Error::from)?;
             writeln!(out)
         } else {
             match host {

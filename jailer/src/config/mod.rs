@@ -3,7 +3,9 @@
 //! point has to second-guess a value. [`Config::load_for_run`] is the one
 //! gate `run`, `check` and `reload` all pass: they can never disagree.
 
+mod logpath;
 mod raw;
+mod validation;
 
 use std::{
     fs, io,
@@ -16,7 +18,9 @@ use std::{
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+pub(crate) use self::logpath::expand_logpaths;
 use self::raw::RawConfig;
+pub(crate) use self::raw::default_ports;
 use crate::{
     ban::{PortSet, Target},
     filter::{Filter, FilterContext, FilterError},
@@ -177,7 +181,12 @@ pub struct Config {
 pub struct Jail {
     pub name: String,
     pub filter: Arc<Filter>,
+    /// The files to follow: `logpath` as written, globs expanded.
     pub logpaths: Vec<PathBuf>,
+    /// `logpath` globs that matched no file when the config was loaded
+    /// (refused by [`Config::validate_for_run`], as fail2ban refuses a jail
+    /// with no log).
+    pub unmatched_globs: Vec<PathBuf>,
     pub backend: Backend,
     /// With `backend = "systemd"`: which journal entries (fail2ban syntax:
     /// `FIELD=value` terms, `+` between alternatives); the jail's own, else
@@ -332,12 +341,14 @@ impl Config {
                     filter.journalmatch().iter().map(|w| w.join(" ")).collect();
                 lines.join("\n")
             });
+            let (logpaths, unmatched_globs) = expand_logpaths(&raw_jail.logpath);
             let mut ignoreip = raw.ignoreip.clone();
             ignoreip.extend(raw_jail.ignoreip);
             jails.push(Jail {
                 name,
                 filter: Arc::new(filter),
-                logpaths: raw_jail.logpath,
+                logpaths,
+                unmatched_globs,
                 backend: raw_jail.backend,
                 journalmatch,
                 journalpath: raw_jail.journalpath,
@@ -389,95 +400,6 @@ impl Config {
             fleet,
             lines,
         })
-    }
-
-    fn invalid(&self, key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
-        let key = key.into();
-        let line = match key.as_str() {
-            "interface" => self.lines.interface,
-            "bpffs" => self.lines.bpffs,
-            "state_dir" => self.lines.state_dir,
-            jail => jail
-                .strip_prefix("jails.")
-                .and_then(|rest| rest.split('.').next())
-                .and_then(|name| self.lines.jails.get(name).copied())
-                .unwrap_or(0),
-        };
-        ConfigError::Invalid {
-            path: self.path.clone(),
-            line,
-            key,
-            problem: problem.into(),
-        }
-    }
-
-    /// Everything `run` needs beyond single values: interfaces that exist
-    /// (once each), a jail, absolute and separate bpffs and state_dir, logs
-    /// that can be followed. A config that passes here would do something.
-    pub fn validate_for_run(&self) -> Result<(), ConfigError> {
-        if self.interfaces.is_empty() {
-            return Err(ConfigError::NoInterface {
-                path: self.path.clone(),
-            });
-        }
-        for (i, iface) in self.interfaces.iter().enumerate() {
-            if self.interfaces[..i].contains(iface) {
-                return Err(self.invalid("interface", format!("`{iface}` is listed twice")));
-            }
-            if nix::net::if_::if_nametoindex(iface.as_str()).is_err() {
-                return Err(self.invalid(
-                    "interface",
-                    format!("`{iface}` does not exist on this machine (see `ip link`)"),
-                ));
-            }
-        }
-        // A fleet member may only enforce the others' bans.
-        if self.jails.is_empty() && self.fleet.is_none() {
-            return Err(ConfigError::NoJail {
-                path: self.path.clone(),
-            });
-        }
-        for (key, dir) in [("bpffs", &self.bpffs), ("state_dir", &self.state_dir)] {
-            if !dir.is_absolute() {
-                return Err(
-                    self.invalid(key, format!("`{}` is not an absolute path", dir.display()))
-                );
-            }
-        }
-        if self.bpffs.starts_with(&self.state_dir) || self.state_dir.starts_with(&self.bpffs) {
-            return Err(self.invalid(
-                "bpffs",
-                format!(
-                    "`{}` and state_dir `{}` must not contain each other (bpffs would be mounted over the journal)",
-                    self.bpffs.display(),
-                    self.state_dir.display()
-                ),
-            ));
-        }
-        for jail in &self.jails {
-            let key = format!("jails.{}.logpath", jail.name);
-            if jail.backend == Backend::Auto && jail.logpaths.is_empty() {
-                return Err(self.invalid(
-                    &key,
-                    "no log to follow: give logpath, or backend = \"systemd\" for the journal",
-                ));
-            }
-            for log in &jail.logpaths {
-                let problem = if !log.is_absolute() {
-                    Some("is not an absolute path".to_owned())
-                } else if log.is_dir() {
-                    Some("is a directory, not a log file".to_owned())
-                } else if !log.parent().is_some_and(Path::is_dir) {
-                    Some("is in a directory that does not exist".to_owned())
-                } else {
-                    None
-                };
-                if let Some(problem) = problem {
-                    return Err(self.invalid(&key, format!("`{}` {problem}", log.display())));
-                }
-            }
-        }
-        Ok(())
     }
 }
 
@@ -629,57 +551,5 @@ mod tests {
         let c =
             parse("[jails.a]\nenabled = false\nfilter = \"vpopmail\"\nlogpath = \"/x\"\n").unwrap();
         assert!(c.jails.is_empty());
-    }
-
-    #[test]
-    fn run_refuses_what_would_fail_or_do_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path().display();
-        let ok = format!(
-            "interface = \"lo\"\nbpffs = \"{d}/bpf\"\nstate_dir = \"{d}/state\"\n[jails.a]\nfilter = \"vpopmail\"\nlogpath = \"{d}/mail.log\"\n"
-        );
-        parse(&ok).unwrap().validate_for_run().unwrap();
-        let refused = |text: String, want: &str| {
-            let e = parse(&text)
-                .unwrap()
-                .validate_for_run()
-                .unwrap_err()
-                .to_string();
-            assert!(e.contains(want), "{want}: {e}");
-        };
-        refused(ok.replace("interface = \"lo\"\n", ""), "no `interface` set");
-        refused(
-            ok.replace("\"lo\"", "[\"lo\", \"lo\"]"),
-            "`lo` is listed twice",
-        );
-        refused(
-            ok.replace("\"lo\"", "\"nosuchif0\""),
-            "`nosuchif0` does not exist",
-        );
-        refused(
-            ok.replace(&format!("{d}/bpf"), "bpf"),
-            "bpffs: `bpf` is not an absolute path",
-        );
-        refused(
-            ok.replace(&format!("{d}/bpf"), &format!("{d}/state")),
-            "must not contain each other",
-        );
-        refused(
-            ok.replace(&format!("{d}/bpf"), &format!("{d}/state/bpf")),
-            "must not contain each other",
-        );
-        refused(ok.replace("mail.log", ""), "is a directory");
-        refused(
-            ok.replace("mail.log", "nodir/mail.log"),
-            "directory that does not exist",
-        );
-        refused(
-            ok.replace(&format!("{d}/mail.log"), "mail.log"),
-            "not an absolute path",
-        );
-        refused(
-            ok.split("[jails").next().unwrap().to_owned(),
-            "no enabled jail",
-        );
     }
 }

@@ -1,5 +1,6 @@
 //! The configuration file as written: serde structures and the checks of
-//! single values (ranges, syntax). Checks across values are in `super`.
+//! single values (ranges, syntax). Checks across values are in
+//! `super::validation`.
 
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
@@ -77,7 +78,8 @@ pub(super) struct RawJail {
 fn yes() -> bool {
     true
 }
-fn default_ports() -> PortSet {
+/// A jail's ports when it names none: POP3.
+pub(crate) fn default_ports() -> PortSet {
     PortSet::only(&[110])
 }
 // fail2ban's defaults for what a jail leaves out.

@@ -247,6 +247,12 @@ pub struct Engine<T: BanTable> {
     /// a stream's lines), indexed by jail.
     matchers: HashMap<SourceId, Vec<Option<Matcher>>>,
     unbans: u64,
+    /// Until the journal is read ([`Engine::restore`]): bans found in the
+    /// table that the engine did not know, with the jail that met them. A
+    /// ban the journal does not hold (the agent was killed between the map
+    /// write and the journal append) is journaled then, once; after, one is
+    /// journaled when met.
+    unconfirmed: Option<Vec<(Target, String)>>,
 }
 
 impl<T: BanTable> Engine<T> {
@@ -264,6 +270,7 @@ impl<T: BanTable> Engine<T> {
             matchers: HashMap::new(),
             shared: Vec::new(),
             unbans: 0,
+            unconfirmed: Some(Vec::new()),
         }
     }
 
@@ -422,9 +429,10 @@ impl<T: BanTable> Engine<T> {
     /// the agent's loop): repeat-offence counts, the bans in force (for
     /// expiry, status, "already banned"), and after a reboot the bans
     /// themselves, written in batches (unless
-    /// [`Restoration::prepare_writing`] wrote them). What the engine learned since the
-    /// journal was read is newer and kept. Returns how many bans were
-    /// written.
+    /// [`Restoration::prepare_writing`] wrote them). What the engine learned
+    /// since the journal was read is newer and kept; bans it met in the table
+    /// meanwhile that the journal lacks are queued for the journal
+    /// ([`Engine::take_records`]). Returns how many bans were written.
     pub fn restore(&mut self, r: Restoration) -> Result<usize, BpfError> {
         for (jail, counts) in r.counts {
             // Only bantime_increment reads them: other jails keep none.
@@ -439,6 +447,28 @@ impl<T: BanTable> Engine<T> {
                 let count = j.ban_counts.entry(target).or_default();
                 *count = (*count).max(n);
             }
+        }
+        // Bans met in the table before the journal was read, and not in it.
+        let now = SystemTime::now();
+        let mut missing = 0;
+        let remote: HashSet<Target> = r.remote.iter().map(|(_, _, t, _)| *t).collect();
+        for (target, jail) in self.unconfirmed.take().unwrap_or_default() {
+            // Journaled as this server's, or as a fleet member's.
+            if r.known.get(target).is_some() || remote.contains(&target) {
+                continue;
+            }
+            if let Ok(Some(ban)) = self.table.get(target)
+                && ban.expiry.is_active(now)
+            {
+                self.pending.push(Record::ban(target, &jail, &ban, now));
+                missing += 1;
+            }
+        }
+        if missing > 0 {
+            info!(
+                count = missing,
+                "bans in the maps were missing from the journal (set just before the agent stopped): journaled"
+            );
         }
         self.known.absorb(r.known);
         for (origin, jail, target, ban) in r.remote {
@@ -475,9 +505,22 @@ impl<T: BanTable> Engine<T> {
             .collect()
     }
 
-    pub fn import_windows(&mut self, mut windows: BTreeMap<String, WindowEntries>) {
+    /// Failure windows from the snapshot. A failure time later than `now`
+    /// (a damaged snapshot, a clock set back) counts as `now`, as a line
+    /// dated in the future does: never a window that outlives findtime.
+    pub fn import_windows(
+        &mut self,
+        mut windows: BTreeMap<String, WindowEntries>,
+        now: SystemTime,
+    ) {
+        let now_ms = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         for j in &mut self.jails {
-            if let Some(w) = windows.remove(&j.jail.name) {
+            if let Some(mut w) = windows.remove(&j.jail.name) {
+                for (_, times) in &mut w {
+                    times.iter_mut().for_each(|t| *t = (*t).min(now_ms));
+                }
                 j.window.import(w);
             }
         }
@@ -652,7 +695,8 @@ impl<T: BanTable> Engine<T> {
     }
 
     /// Bans `target` for jail `i`; `None` when a ban in force already covers
-    /// it (set by hand, or by another jail), which is then not counted again.
+    /// its ports (set by hand, by another jail, or before a restart), which
+    /// is then neither counted, extended nor journaled again.
     fn ban(
         &mut self,
         i: usize,
@@ -669,8 +713,23 @@ impl<T: BanTable> Engine<T> {
         if let Some(old) = self.table.get(target)?
             && old.expiry.is_active(now)
         {
-            if old.covers(&ban) {
+            // In force on every port this jail closes: a failure while
+            // banned, however long the ban has left. Not extended, not
+            // journaled again (the engine may not know the ban yet: right
+            // after a restart, before the journal is read).
+            if old.covers_ports_of(&ban) {
                 debug!(%target, jail = name, "already banned");
+                if self.known.get(target).is_none() {
+                    // Not from the journal, not set by this engine: until
+                    // the journal is read, it may be there; after, it is not.
+                    match &mut self.unconfirmed {
+                        Some(unconfirmed) => unconfirmed.push((target, name.clone())),
+                        None => {
+                            info!(%target, jail = name, "a ban in the maps was missing from the journal: journaled");
+                            self.pending.push(Record::ban(target, &name, &old, now));
+                        }
+                    }
+                }
                 self.jails[i].stats.already_banned += 1;
                 self.known.remember(target, &old, &name);
                 return Ok(None);
@@ -767,6 +826,7 @@ mod tests {
             name: "vpopmail".into(),
             filter: Arc::new(Filter::load("vpopmail", &ctx).unwrap()),
             logpaths: vec!["/var/log/mail.log".into()],
+            unmatched_globs: Vec::new(),
             backend: crate::config::Backend::Auto,
             journalmatch: String::new(),
             journalpath: None,
@@ -853,6 +913,29 @@ mod tests {
     }
 
     #[test]
+    fn snapshot_windows_dated_in_the_future_count_as_now() {
+        // A damaged snapshot: a failure at u64::MAX ms. It must neither
+        // overflow nor keep the window from ever reaching maxretry.
+        let mut e = Engine::new(vec![jail(3, &["pop3"])], MemBanTable::default());
+        let now = SystemTime::now();
+        let ip: IpAddr = "203.0.113.7".parse().unwrap();
+        e.import_windows(
+            [("vpopmail".to_owned(), vec![(ip, vec![u64::MAX])])].into(),
+            now,
+        );
+        assert!(
+            e.handle_line(&log(), &[0], &line("203.0.113.7"), None, now)
+                .is_empty()
+        );
+        let ev = e.handle_line(&log(), &[0], &line("203.0.113.7"), None, now);
+        assert_eq!(
+            ev.len(),
+            1,
+            "the saved failure and two new ones make maxretry"
+        );
+    }
+
+    #[test]
     fn failures_while_banned_neither_reban_nor_extend_nor_escalate() {
         let mut e = Engine::new(vec![jail(1, &["pop3"])], MemBanTable::default());
         let ip = target("203.0.113.7");
@@ -891,6 +974,82 @@ mod tests {
         assert!(
             left(&e, ip) > Duration::from_secs(7100),
             "second offence: twice as long"
+        );
+    }
+
+    #[test]
+    fn a_ban_in_the_table_not_yet_known_is_neither_extended_nor_journaled() {
+        // A restart: the maps kept the ban, the journal is not read yet,
+        // and the lines after the last saved position are read again.
+        let mut table = MemBanTable::default();
+        let ip = target("203.0.113.7");
+        let now = SystemTime::now();
+        let set = Ban::new(
+            PortSet::parse(&["pop3"]).unwrap(),
+            Expiry::after(now, Some(Duration::from_secs(600))),
+        );
+        table.insert(ip, &set).unwrap();
+        let mut e = Engine::new(vec![jail(1, &["pop3"])], table);
+        assert!(
+            e.handle_line(&log(), &[0], &line("203.0.113.7"), None, now)
+                .is_empty()
+        );
+        assert_eq!(e.table().bans()[&ip], set, "not extended");
+        assert!(e.take_records().is_empty(), "not journaled again");
+        let (_, stats, _) = &e.stats()[0];
+        assert_eq!((stats.total_banned, stats.already_banned), (0, 1));
+
+        // The journal, once read, has it: nothing to add.
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::new(dir.path());
+        journal
+            .append(&[Record::ban(ip, "vpopmail", &set, now)], false)
+            .unwrap();
+        let mut again = Engine::new(vec![jail(1, &["pop3"])], e.table().clone());
+        again.handle_line(&log(), &[0], &line("203.0.113.7"), None, now);
+        let replay = journal.replay(now).unwrap();
+        again
+            .restore(Restoration::prepare(&replay, now, false))
+            .unwrap();
+        assert!(again.take_records().is_empty(), "journaled once already");
+
+        // The journal lacks it (killed between the map write and the
+        // append): journaled once the journal is read, as it is in the maps.
+        e.restore(Restoration::default()).unwrap();
+        let records = e.take_records();
+        assert_eq!(records.len(), 1);
+        let Record::Ban { addr, ports, .. } = &records[0] else {
+            panic!("{records:?}")
+        };
+        assert_eq!((*addr, *ports), (ip, set.ports));
+        e.handle_line(&log(), &[0], &line("203.0.113.7"), None, now);
+        assert!(e.take_records().is_empty(), "and only once");
+
+        // A fleet member's ban, journaled with its origin: not this
+        // server's, so never journaled (nor published) as its own.
+        let journal = Journal::new(dir.path().join("remote").as_path());
+        std::fs::create_dir_all(dir.path().join("remote")).unwrap();
+        journal
+            .append(
+                &[Record::remote_ban(
+                    ip,
+                    "dovecot",
+                    &set,
+                    "mx2",
+                    unix_secs(now),
+                )],
+                false,
+            )
+            .unwrap();
+        let mut member = Engine::new(vec![jail(1, &["pop3"])], e.table().clone());
+        member.handle_line(&log(), &[0], &line("203.0.113.7"), None, now);
+        let replay = journal.replay(now).unwrap();
+        member
+            .restore(Restoration::prepare(&replay, now, false))
+            .unwrap();
+        assert!(
+            member.take_records().is_empty(),
+            "a member's ban stays the member's"
         );
     }
 

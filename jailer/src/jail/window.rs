@@ -45,7 +45,7 @@ impl FailureWindow {
     pub fn record(&mut self, ip: IpAddr, at: SystemTime, now: SystemTime) -> bool {
         let at = ms(at);
         let now = ms(now);
-        if at + self.findtime_ms < now {
+        if at.saturating_add(self.findtime_ms) < now {
             return false;
         }
         if !self.tracked.contains_key(&ip) && self.tracked.len() >= self.capacity {
@@ -55,7 +55,7 @@ impl FailureWindow {
         let pos = times.partition_point(|&t| t <= at);
         times.insert(pos, at);
         let newest = *times.last().unwrap_or(&at);
-        times.retain(|&t| t + self.findtime_ms >= newest);
+        times.retain(|&t| t.saturating_add(self.findtime_ms) >= newest);
         if times.len() > self.maxretry {
             let extra = times.len() - self.maxretry;
             times.drain(..extra);
@@ -92,8 +92,10 @@ impl FailureWindow {
     fn evict(&mut self, now: u64) {
         let before = self.tracked.len();
         let findtime = self.findtime_ms;
-        self.tracked
-            .retain(|_, t| t.last().is_some_and(|&newest| newest + findtime >= now));
+        self.tracked.retain(|_, t| {
+            t.last()
+                .is_some_and(|&newest| newest.saturating_add(findtime) >= now)
+        });
         if self.tracked.len() >= self.capacity {
             let mut ages: Vec<(u64, IpAddr)> = self
                 .tracked

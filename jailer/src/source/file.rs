@@ -203,7 +203,11 @@ impl Follower {
         let mut budget = budget.max(1);
         self.notice_rotation()?;
         let mut overlong = 0;
-        while let Some(old) = self.draining.front_mut() {
+        // Each rotated file to its end, oldest first. One still in its grace
+        // period does not hold back the next: after two quick rotations the
+        // newer one's lines are read now, not when the older one's grace ends.
+        let mut i = 0;
+        while let Some(old) = self.draining.get_mut(i) {
             overlong += old.read_lines(out, &mut budget)?;
             if budget == 0 {
                 break;
@@ -211,9 +215,9 @@ impl Follower {
             // At its end: done if it will not grow, or syslog has let go of it.
             if old.complete || old.last_data.elapsed() >= ROTATE_GRACE {
                 old.flush_partial(out);
-                self.draining.pop_front();
+                self.draining.remove(i);
             } else {
-                break;
+                i += 1;
             }
         }
         if budget > 0
@@ -401,6 +405,29 @@ mod tests {
         got.sort();
         assert_eq!(got, ["1", "2", "3", "4", "5", "6", "7"][2..].to_vec());
         assert!(poll(&mut f).is_empty());
+    }
+
+    #[test]
+    fn a_rotation_in_the_grace_of_another_is_read_at_once() {
+        // Two rotations within ROTATE_GRACE: the first rotated file is still
+        // in its grace period when the second one has unread lines.
+        let (dir, log, mut f) = following();
+        append(&log, "1\n");
+        assert_eq!(poll(&mut f), ["1"]);
+        fs::rename(&log, dir.path().join("mail.log.1")).unwrap();
+        append(&log, "2\n");
+        assert_eq!(poll(&mut f), ["2"]);
+        append(&log, "3\n");
+        fs::rename(dir.path().join("mail.log.1"), dir.path().join("mail.log.2")).unwrap();
+        fs::rename(&log, dir.path().join("mail.log.1")).unwrap();
+        append(&log, "4\n");
+        assert_eq!(
+            poll(&mut f),
+            ["3", "4"],
+            "3 waited for the grace of mail.log.2"
+        );
+        append(&dir.path().join("mail.log.2"), "late\n");
+        assert_eq!(poll(&mut f), ["late"]);
     }
 
     #[test]

@@ -87,7 +87,11 @@ pub struct Lines {
 impl Lines {
     /// Appends one line (without its `\n`); invalid UTF-8 is replaced.
     pub fn push(&mut self, bytes: &[u8]) {
-        self.text.push_str(&String::from_utf8_lossy(bytes));
+        // Validated the fast way first: nearly every log line is UTF-8.
+        match std::str::from_utf8(bytes) {
+            Ok(text) => self.text.push_str(text),
+            Err(_) => self.text.push_str(&String::from_utf8_lossy(bytes)),
+        }
         self.ends.push(self.text.len());
     }
 

@@ -90,6 +90,39 @@ impl NameWithOptions {
             options,
         })
     }
+
+    /// Back to `name[opt=value, ...]` as [`Self::parse`] reads it: values
+    /// bare where they can be, else quoted. `None` when no spelling reads
+    /// back the same (a value holding both quote characters, or spaces at
+    /// its ends, which fail2ban trims).
+    pub fn to_spec(&self) -> Option<String> {
+        if self.name.is_empty() || self.name.contains('[') {
+            return None;
+        }
+        if self.options.is_empty() {
+            return Some(self.name.clone());
+        }
+        let mut parts = Vec::with_capacity(self.options.len());
+        for (option, value) in &self.options {
+            let name_ok =
+                !option.is_empty() && option.chars().all(|c| is_word(c) || c == '-' || c == '.');
+            if !name_ok || strip(value) != value {
+                return None;
+            }
+            let bare = !value.contains([',', ']', '\n']) && !value.starts_with(['"', '\'']);
+            let value = if bare {
+                value.clone()
+            } else if !value.contains('"') {
+                format!("\"{value}\"")
+            } else if !value.contains('\'') {
+                format!("'{value}'")
+            } else {
+                return None;
+            };
+            parts.push(format!("{option}={value}"));
+        }
+        Some(format!("{}[{}]", self.name, parts.join(", ")))
+    }
 }
 
 /// The loop over `OPTION_EXTRACT_CRE` matches.
@@ -368,6 +401,37 @@ mod tests {
     }
 
     // Expected values are Python's (`fail2ban.helpers.extractOptions`).
+    #[test]
+    fn specs_read_back_as_written() {
+        for spec in [
+            "sshd",
+            "dovecot[mode=normal]",
+            "x[a=\"b,c\", d=e, f=\"q]\", g='say \"hi\"', h=]",
+            "x[failregex=\"^fail <HOST> (?:\\S+)$\"]",
+        ] {
+            let parsed = NameWithOptions::parse(spec).unwrap();
+            let written = parsed.to_spec().unwrap();
+            assert_eq!(
+                NameWithOptions::parse(&written).unwrap(),
+                parsed,
+                "{spec} -> {written}"
+            );
+        }
+        assert_eq!(
+            NameWithOptions::parse("x [a=\"b,c\"]")
+                .unwrap()
+                .to_spec()
+                .as_deref(),
+            Some("x [a=\"b,c\"]")
+        );
+        let mut both = NameWithOptions::parse("x").unwrap();
+        both.options
+            .insert("a".into(), "it's \"both\", and a comma".into());
+        assert_eq!(both.to_spec(), None);
+        both.options.insert("a".into(), " padded".into());
+        assert_eq!(both.to_spec(), None);
+    }
+
     #[test]
     fn extract_options_like_fail2ban() {
         assert_eq!(parsed("sshd"), ("sshd".into(), vec![]));

@@ -1,143 +1,25 @@
 //! Matching log lines against a compiled filter, per log stream: fail2ban's
 //! `Filter.processLine` and `Filter.findFailure` (server/filter.py).
 
-use std::ops::Range;
+mod buffer;
+mod report;
+
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use pcre2::bytes::CaptureLocations;
 
-use crate::filter::fail2ban::runtime::date::{
-    DateDetector, to_system_time, unix_seconds as seconds,
-};
+use self::buffer::{Current, MatchLines, TupleLine, fill_buf, match_lines};
+use self::report::{Id, build_failure, failure_host};
+use crate::filter::fail2ban::runtime::date::{DateDetector, unix_seconds as seconds};
 use crate::filter::fail2ban::runtime::failregex::{Groups, Pattern};
-use crate::filter::fail2ban::runtime::failure::{FailData, Failure, Family, Host};
+use crate::filter::fail2ban::runtime::failure::{FailData, Failure};
 use crate::filter::fail2ban::runtime::filter::CompiledFilter;
 use crate::filter::fail2ban::runtime::mlfid::{Merged, MlfidCache};
 
 /// A line without a date takes the last date seen if that is this recent
 /// (seconds before now).
 const LAST_DATE_MAX_AGE: f64 = 60.0;
-
-/// A buffered line split around its date (fail2ban's `tupleLine`): the
-/// failregexes see it without the date.
-#[derive(Clone, Debug, Default)]
-struct TupleLine {
-    text: String,
-    date: Range<usize>,
-}
-
-impl TupleLine {
-    fn set(&mut self, prefix: &str, line: &str, date: Range<usize>) {
-        self.text.clear();
-        self.text.push_str(prefix);
-        self.text.push_str(line);
-        self.date = date;
-    }
-
-    fn pre(&self) -> &str {
-        self.text.get(..self.date.start).unwrap_or("")
-    }
-
-    fn post(&self) -> &str {
-        self.text.get(self.date.end..).unwrap_or("")
-    }
-
-    /// The line as fail2ban shows it (`"".join(tupleLine)`).
-    fn full(&self) -> String {
-        self.text.clone()
-    }
-
-    /// Whether the line without its date is `s`.
-    fn stripped_eq(&self, s: &str) -> bool {
-        let (pre, post) = (self.pre(), self.post());
-        s.len() == pre.len() + post.len() && s.starts_with(pre) && s.ends_with(post)
-    }
-}
-
-/// What fail2ban's `__lineBuffer` holds while a line is matched: still the
-/// original buffer, the prefregex's `<F-CONTENT>`, or the lines a failregex
-/// left unmatched.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Current {
-    Org,
-    Content,
-    Lines(Vec<usize>),
-}
-
-/// `Regex._tupleLinesBuf`: lines without dates, each ended by `\n`.
-fn fill_buf(buf: &mut String, org: &[TupleLine], cur: &Current, content: &str) {
-    buf.clear();
-    let mut push = |l: &TupleLine| {
-        buf.push_str(l.pre());
-        buf.push_str(l.post());
-        buf.push('\n');
-    };
-    match cur {
-        Current::Org => org.iter().for_each(&mut push),
-        Current::Lines(idx) => idx.iter().filter_map(|&i| org.get(i)).for_each(&mut push),
-        Current::Content => {
-            buf.push_str(content);
-            buf.push('\n');
-        }
-    }
-}
-
-/// Which buffered lines a match covers (`getMatchedTupleLines`) and which
-/// it leaves (`getUnmatchedTupleLines`), as indices into the buffer.
-struct MatchLines {
-    matched: Vec<usize>,
-    unmatched: Vec<usize>,
-}
-
-/// `Regex.search`'s bookkeeping after a match at `span` of `buf`.
-fn match_lines(
-    pattern: &Pattern,
-    caps: &CaptureLocations,
-    buf: &str,
-    span: (usize, usize),
-    org: &[TupleLine],
-) -> MatchLines {
-    if org.len() <= 1 {
-        return MatchLines {
-            matched: (0..org.len()).collect(),
-            unmatched: Vec::new(),
-        };
-    }
-    let b = buf.as_bytes();
-    let (start, end) = span;
-    let line_start = b[..(start + 1).min(b.len())]
-        .iter()
-        .rposition(|&c| c == b'\n')
-        .map_or(0, |i| i + 1);
-    // Python's index("\n", end - 1): -1 counts from the end.
-    let from = if end == 0 {
-        b.len().saturating_sub(1)
-    } else {
-        end - 1
-    };
-    let line_end = b[from.min(b.len())..]
-        .iter()
-        .position(|&c| c == b'\n')
-        .map_or(b.len(), |i| from + i + 1);
-    let count = |upto: usize| b[..upto].iter().filter(|&&c| c == b'\n').count();
-    let (l1, l2) = (count(line_start), count(line_end));
-    let mut matched: Vec<usize> = (l1..l2.min(org.len())).collect();
-    let mut unmatched: Vec<usize> = (0..l1.min(org.len())).collect();
-    // Lines eaten by <SKIPLINES> are not part of the failure.
-    let mut n = 0;
-    for skipped in pattern.skipped_lines(caps, buf) {
-        if let Some(m) = matched
-            .get(n..)
-            .and_then(|rest| rest.iter().position(|&i| org[i].stripped_eq(&skipped)))
-        {
-            unmatched.push(matched.remove(n + m));
-            n += m;
-        }
-    }
-    unmatched.extend(l2..org.len());
-    MatchLines { matched, unmatched }
-}
 
 /// The matching state of one log stream: the date detector, the multi-line
 /// buffer, multi-line failures in progress, and scratch space so that lines
@@ -475,71 +357,4 @@ fn ignored(
         }
     }
     found
-}
-
-/// Who a matched failure is about.
-enum Id {
-    Host(Host),
-    /// An `<F-MLFID>` failure still waiting for its address.
-    Pending,
-    /// No id at all: fail2ban's `getFailID` raises "No group found" and goes
-    /// on with the next failregex.
-    Missing,
-}
-
-/// The host of a failure: ip4, ip6 (with cidr), dns or, failing those, the
-/// failure id.
-fn failure_host(data: &FailData, has_mlfid: bool) -> Id {
-    let g = &data.groups;
-    let cidr = g.get("cidr").filter(|c| !c.is_empty());
-    let address = |text: &str, family: Family| {
-        let parsed = match cidr {
-            None => Host::address(text, family, None),
-            Some(c) => c
-                .parse::<u8>()
-                .ok()
-                .and_then(|p| Host::address(text, Family::Any, Some(p))),
-        };
-        parsed.unwrap_or_else(|| match cidr {
-            Some(c) => Host::Name(format!("{text}/{c}")),
-            None => Host::Name(text.to_owned()),
-        })
-    };
-    if let Some(ip) = g.get("ip4") {
-        return Id::Host(address(ip, Family::V4));
-    }
-    if let Some(ip) = g.get("ip6") {
-        return Id::Host(address(ip, Family::V6));
-    }
-    if let Some(dns) = g.get("dns") {
-        // fail2ban would resolve it (usedns); it is reported as a name
-        // unless it is an address already.
-        return Id::Host(Host::parse(dns));
-    }
-    match g.get("fid") {
-        Some(fid) => Id::Host(Host::parse(fid)),
-        None if has_mlfid => Id::Pending,
-        None => Id::Missing,
-    }
-}
-
-fn build_failure(data: &FailData, host: Host, time: Option<f64>, regex: usize) -> Failure {
-    let g = &data.groups;
-    let host_text = g
-        .get("ip4")
-        .or_else(|| g.get("ip6"))
-        .or_else(|| g.get("dns"));
-    let fid = g
-        .get("fid")
-        .filter(|fid| host_text.is_some_and(|h| h != *fid))
-        .map(str::to_owned);
-    Failure {
-        host,
-        fid,
-        user: g.get("user").map(str::to_owned),
-        users: data.users.clone().unwrap_or_default(),
-        time: time.and_then(to_system_time),
-        lines: data.matches.clone(),
-        regex,
-    }
 }
