@@ -1009,7 +1009,12 @@ mod tests {
         again.handle_line(&log(), &[0], &line("203.0.113.7"), None, now);
         let replay = journal.replay(now).unwrap();
         again
-            .restore(Restoration::prepare(&replay, now, false))
+            .restore(Restoration::prepare(
+                &replay,
+                now,
+                false,
+                &again.counted_jails(),
+            ))
             .unwrap();
         assert!(again.take_records().is_empty(), "journaled once already");
 
@@ -1045,7 +1050,12 @@ mod tests {
         member.handle_line(&log(), &[0], &line("203.0.113.7"), None, now);
         let replay = journal.replay(now).unwrap();
         member
-            .restore(Restoration::prepare(&replay, now, false))
+            .restore(Restoration::prepare(
+                &replay,
+                now,
+                false,
+                &member.counted_jails(),
+            ))
             .unwrap();
         assert!(
             member.take_records().is_empty(),
