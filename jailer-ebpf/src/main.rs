@@ -5,12 +5,6 @@
 //! fails closed on odd frames would take the mail server down with it.
 #![no_std]
 #![no_main]
-// For the atomic add on per-ban drop counters (see verdict.rs).
-#![feature(core_intrinsics)]
-#![expect(
-    internal_features,
-    reason = "core_intrinsics: the bpf target has no atomic RMW in core::sync"
-)]
 
 mod maps;
 mod parse;

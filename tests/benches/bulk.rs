@@ -16,7 +16,7 @@ use std::{
     io::Write,
     net::Ipv4Addr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     thread,
     time::{Duration, Instant},
 };
@@ -48,19 +48,25 @@ fn time_cli(args: &[&str], runs: usize) -> (f64, usize) {
     (best, bytes)
 }
 
-/// `jailer run` in the server namespace; killed on drop.
-struct AgentProcess(Child);
+/// `jailer run` in the server namespace, its log in a file; killed on drop.
+struct AgentProcess(Child, PathBuf);
 
 impl AgentProcess {
     fn start(ns: &str, config: &Path) -> (Self, Instant) {
+        let log = config.with_file_name("agent.log");
         let started = Instant::now();
         let child = Command::new("ip")
             .args(["netns", "exec", ns, BIN, "run", "--config"])
             .arg(config)
-            .stderr(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
             .spawn()
             .expect("spawn agent");
-        (Self(child), started)
+        (Self(child, log), started)
+    }
+
+    /// The agent's log so far (for a failure message).
+    fn log(&self) -> String {
+        fs::read_to_string(&self.1).unwrap_or_default()
     }
 
     fn rss_mib(&self) -> f64 {
@@ -83,11 +89,16 @@ impl Drop for AgentProcess {
     }
 }
 
-/// Seconds until `cond` holds (bounded: panics after `limit`).
-fn until(limit: Duration, mut cond: impl FnMut() -> bool) -> f64 {
+/// Seconds until `cond` holds (bounded: panics after `limit`, naming `what`
+/// and showing the agent's log).
+fn until(what: &str, agent: &AgentProcess, limit: Duration, mut cond: impl FnMut() -> bool) -> f64 {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < limit, "not within {limit:?}");
+        assert!(
+            start.elapsed() < limit,
+            "{what}: not within {limit:?}; the agent's log:\n{}",
+            agent.log()
+        );
         thread::sleep(Duration::from_millis(5));
     }
     start.elapsed().as_secs_f64()
@@ -169,13 +180,23 @@ fn main() {
     // 3. A restart with the bans pinned: the agent answers (logs followed,
     // control socket bound) without replaying the journal first.
     let (agent, _) = AgentProcess::start(&net.server.name, &config_path);
-    let secs = until(Duration::from_secs(30), || agent_answers(&state));
+    let secs = until(
+        "the restarted agent answers",
+        &agent,
+        Duration::from_secs(30),
+        || agent_answers(&state),
+    );
     println!("restart with {BANS} bans pinned: following logs after {secs:.2} s");
     // Once the journal is read in, status counts the bans.
-    let secs = until(Duration::from_secs(30), || {
-        matches!(control::ask(&state, &Request::Status),
+    let secs = until(
+        "the restarted agent knows every ban",
+        &agent,
+        Duration::from_secs(30),
+        || {
+            matches!(control::ask(&state, &Request::Status),
             Ok(Some(Response::Status { status })) if status.bans_in_force == BANS as usize)
-    });
+        },
+    );
     println!("  journal read in the background: all {BANS} bans known {secs:.2} s later");
     let (secs, bytes) = time_cli(&["status", "--json", "--config", config], 3);
     println!(
@@ -195,12 +216,18 @@ fn main() {
     // second and would slow what it measures), then check them all.
     let sample: Vec<_> = (0..BANS)
         .step_by(997)
+        .chain([BANS - 1])
         .map(|i| jailer::ban::Target::host(Ipv4Addr::from(0x0a00_0000 | i).into()))
         .collect();
-    until(Duration::from_secs(30), || {
-        XdpBanTable::open_existing(&bpffs.pins())
-            .is_ok_and(|t| sample.iter().all(|s| t.get(*s).is_ok_and(|b| b.is_some())))
-    });
+    until(
+        "every ban back after a reboot",
+        &agent,
+        Duration::from_secs(30),
+        || {
+            XdpBanTable::open_existing(&bpffs.pins())
+                .is_ok_and(|t| sample.iter().all(|s| t.get(*s).is_ok_and(|b| b.is_some())))
+        },
+    );
     let secs = started.elapsed().as_secs_f64();
     let back = XdpBanTable::open_existing(&bpffs.pins())
         .unwrap()

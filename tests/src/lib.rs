@@ -31,7 +31,7 @@ pub use self::{
     netns::{NetNs, Pair, reap, sh, sh_output, unique},
     process::{AgentProcess, cpu_ticks, output_within, vm_kib, wait_bounded},
     servers::{connect_from, connect_with, exchange, login, pop3_login, pop3_server, serve},
-    xdp::{load_xdp, xdp_verdict},
+    xdp::{bench_object, load_bench, load_xdp, on_cpu, xdp_verdict},
 };
 
 /// Root tests call this first: run with `--include-ignored` without root,

@@ -14,7 +14,7 @@ use jailer::{
     kernel::{BanTable as _, XdpBanTable},
 };
 use jailer_common::map_names;
-use jailer_tests::{TempBpffs, ban, host, require_root, target};
+use jailer_tests::{TempBpffs, ban, host, load_bench, require_root, target};
 
 #[test]
 #[ignore = "needs root"]
@@ -72,9 +72,9 @@ fn pinned_ban_map_dumps_with_field_names() {
     for field in [
         "\"addr\"",
         "\"expires_ns\"",
-        "\"drops\"",
         "\"ports\"",
         "\"flags\"",
+        "\"prefix_len\"",
     ] {
         assert!(
             text.contains(field),
@@ -85,6 +85,23 @@ fn pinned_ban_map_dumps_with_field_names() {
         text.contains("203") && text.contains("113") && text.contains("995"),
         "{text}"
     );
+    // One value, read-only for the datapath: no per-CPU copies, no drops.
+    assert!(
+        !text.contains("\"cpu\"") && !text.contains("\"drops\""),
+        "{text}"
+    );
+    // The drop counts: a DROPS slot per CPU, tag and count by name.
+    let out = Command::new("bpftool")
+        .args(["map", "lookup", "pinned"])
+        .arg(bpffs.pins().join(map_names::DROPS))
+        .args(["key", "0", "0", "0", "0"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let cpus = aya::util::nr_cpus().unwrap();
+    assert_eq!(text.matches("\"cpu\"").count(), cpus, "{text}");
+    assert_eq!(text.matches("\"tag\"").count(), cpus, "{text}");
+    assert_eq!(text.matches("\"drops\"").count(), cpus, "{text}");
 }
 
 #[test]
@@ -205,4 +222,67 @@ fn batch_syscalls_write_list_and_delete_many_bans() {
     let mut table = XdpBanTable::from_ebpf(&mut small).unwrap();
     assert_eq!(table.insert_many(&bans[..1500]).unwrap(), 1000);
     assert_eq!(table.list().unwrap().len(), 1000);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_pinned_map_of_an_older_layout_is_made_anew() {
+    require_root();
+    // BANS_V4 as older jailers pinned it: a plain hash with one 40-byte
+    // value holding `drops`, then a per-CPU hash of them (with per-CPU
+    // prefix drop counts in NET_DROPS_V4); the bench object has maps of
+    // those shapes.
+    for old in ["PROBE_HASH4", "PROBE_PCPU4"] {
+        let bpffs = TempBpffs::new();
+        std::fs::create_dir_all(bpffs.pins()).unwrap();
+        let mut bench = load_bench(&[]);
+        let map = bench.map_mut(old).unwrap();
+        let (aya::maps::Map::HashMap(data) | aya::maps::Map::PerCpuHashMap(data)) = map else {
+            panic!("{old}: {map:?}");
+        };
+        data.pin(bpffs.pins().join(map_names::BANS_V4)).unwrap();
+        if old == "PROBE_PCPU4" {
+            data.pin(bpffs.pins().join("NET_DROPS_V4")).unwrap();
+        }
+        drop(bench);
+        let (mut table, _) = XdpBanTable::open(&bpffs.pins()).expect("old pin replaced");
+        table
+            .insert(host("203.0.113.7"), &ban(&[110], Some(3600)))
+            .unwrap();
+        let pinned = aya::maps::MapData::from_pin(bpffs.pins().join(map_names::BANS_V4)).unwrap();
+        let info = pinned.info().unwrap();
+        assert_eq!(info.map_type().unwrap(), aya::maps::MapType::Hash, "{old}");
+        assert_eq!(
+            info.value_size() as usize,
+            size_of::<jailer_common::BanValue>()
+        );
+        assert!(!bpffs.pins().join("NET_DROPS_V4").exists(), "{old}");
+        let again = XdpBanTable::open_existing(&bpffs.pins()).unwrap();
+        assert_eq!(active_bans(&again).unwrap().len(), 1);
+    }
+}
+
+#[test]
+#[ignore = "needs root"]
+fn two_jailers_creating_the_maps_at_once_both_get_them() {
+    require_root();
+    // `jailer ban` while `jailer run` starts after a reboot: both create
+    // and pin the maps; the second to pin one finds the other's pin.
+    for _ in 0..10 {
+        let bpffs = TempBpffs::new();
+        let pins = bpffs.pins();
+        let start = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            let open = || {
+                start.wait();
+                XdpBanTable::open(&pins).map(drop)
+            };
+            let (a, b) = (s.spawn(open), s.spawn(open));
+            a.join().unwrap().expect("first");
+            b.join().unwrap().expect("second");
+        });
+        for name in map_names::ALL {
+            assert!(pins.join(name).exists(), "{name}");
+        }
+    }
 }

@@ -166,6 +166,38 @@ fn restart_keeps_link_and_bans_and_detach_removes_them() {
 
 #[test]
 #[ignore = "needs root"]
+fn expiry_is_enforced_with_the_agent_down() {
+    require_root();
+    let net = topology();
+    let bpffs = TempBpffs::new();
+    let mut table = attach(&net, &bpffs, XdpMode::Generic);
+    let (short, long) = (host("10.199.0.2"), host("10.199.0.3"));
+    table.insert(short, &ban(&[110], Some(2))).unwrap();
+    table.insert(long, &ban(&[110], Some(3600))).unwrap();
+    // The agent goes away: nothing in userspace holds the maps or the link.
+    drop(table);
+    assert!(
+        !can_connect(&net, "10.199.0.2", "10.199.0.1:110"),
+        "short ban in force with no agent"
+    );
+    wait_for(
+        "the 2 s ban lapses with no agent",
+        Duration::from_secs(8),
+        || can_connect(&net, "10.199.0.2", "10.199.0.1:110"),
+    );
+    assert!(
+        !can_connect(&net, "10.199.0.3", "10.199.0.1:110"),
+        "the long ban still drops"
+    );
+    // Nobody removed the lapsed entry: the kernel judged it lapsed.
+    let table = XdpBanTable::open_existing(&bpffs.pins()).unwrap();
+    assert!(table.get(short).unwrap().is_some());
+    drop(table);
+    jailer::kernel::detach(&bpffs.pins()).unwrap();
+}
+
+#[test]
+#[ignore = "needs root"]
 fn one_program_and_one_set_of_maps_on_two_interfaces() {
     require_root();
     let net = topology();

@@ -181,6 +181,15 @@ fn prefix_bans_v4_and_v6() {
         XDP_PASS,
         ".200 is only in the /24"
     );
+    // Each prefix counted its own drops (the source masked to its length).
+    for (net, want) in [
+        ("203.0.113.0/24", 1),
+        ("203.0.113.0/25", 1),
+        ("2001:db8:1::/48", 1),
+    ] {
+        let drops = table.entry(target(net)).unwrap().unwrap().drops;
+        assert_eq!(drops, want, "drops of {net}");
+    }
     // Exact lookups see prefixes exactly; list shows them.
     assert!(table.get(target("203.0.113.0/24")).unwrap().is_some());
     assert!(

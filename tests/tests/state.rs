@@ -150,6 +150,9 @@ fn planted_symlinks_in_the_state_dir_are_never_written_through() {
         // `bans.jsonl.tmp`, the first snapshot through `snapshot.json.tmp`.
         plant("bans.jsonl.tmp");
         plant("snapshot.json.tmp");
+        // A torn line makes compaction at start pay (a journal of bans in
+        // force is only read).
+        append(&state.join(JOURNAL), "{\"op\":\"ban\",\"ad\n");
         let table = MemBanTable::default();
         let agent = Agent::start(config(dir.path(), &log, &state, 1), table.clone());
         let attacker = format!("203.0.113.{}", 60 + round);

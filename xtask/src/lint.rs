@@ -32,7 +32,7 @@ pub fn lint(env: &[(&'static str, OsString)]) -> Result<()> {
         ])
         .args(["--", "-D", "warnings"])
         .envs(env.iter().map(|(k, v)| (k, v))))?;
-    eprintln!("lint: clippy (XDP program, bpfel-unknown-none)");
+    eprintln!("lint: clippy (XDP program and bench reference, bpfel-unknown-none)");
     sh(Command::new("cargo")
         .args([
             "+nightly",
@@ -41,6 +41,8 @@ pub fn lint(env: &[(&'static str, OsString)]) -> Result<()> {
             "--locked",
             "-p",
             "jailer-ebpf",
+            "-p",
+            "jailer-bench-ebpf",
         ])
         .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
         // Shares the std build with the object's own build.

@@ -1,5 +1,6 @@
 //! `cargo xtask`: one module per subcommand, each with `Options` and `run()`.
 
+mod bench;
 mod build;
 mod ebpf;
 mod lint;
@@ -25,6 +26,9 @@ enum Command {
     Test(test::Options),
     /// cargo fmt --check and clippy -D warnings, the XDP crate included.
     Lint(lint::Options),
+    /// Build the XDP objects, then run a root bench (default: `datapath`,
+    /// jailer beside the bare reference program).
+    Bench(bench::Options),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +38,7 @@ fn main() -> ExitCode {
         Command::Run(opts) => run::run(opts),
         Command::Test(opts) => test::run(opts),
         Command::Lint(opts) => lint::run(opts),
+        Command::Bench(opts) => bench::run(opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

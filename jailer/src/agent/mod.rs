@@ -23,7 +23,7 @@ use tokio::{
     sync::{Notify, mpsc, oneshot},
     task::JoinHandle,
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub use self::fleet::{EnforcedBans, FleetReport, MemberReport};
 use self::{
@@ -34,13 +34,13 @@ use crate::{
     config::{Backend, Config, XdpAction},
     error::{Chain, Error},
     host,
-    jail::{Engine, Restoration},
+    jail::{self, Engine, Restoration},
     kernel::{self, Attached, BanTable},
     source::{
         DirWatcher, Follower, JournalLocation, JournalMatch, LogBatch, Resume, SourceError,
         SourceId, follow, follow_journal,
     },
-    state::{self, AgentLock, Journal, Record, Snapshot},
+    state::{self, AgentLock, Journal, Record, Replay, Snapshot},
 };
 
 /// How often positions and windows are saved, and the journal synced,
@@ -66,6 +66,50 @@ pub struct AgentOptions {
     /// Told once every log is open at its starting position and the control
     /// socket answers: lines appended from then on are read.
     pub ready: Option<oneshot::Sender<()>>,
+    /// The ban journal, when the caller started reading it before attaching
+    /// the XDP program (`jailer run`: after a reboot a million bans are read
+    /// meanwhile); otherwise the agent reads it.
+    pub journal: Option<JournalRead>,
+}
+
+/// The ban journal read (compacted when that pays) on a thread of its own.
+#[derive(Debug)]
+pub struct JournalRead {
+    thread: std::thread::JoinHandle<Result<(Replay, u64), Error>>,
+    started: Instant,
+}
+
+impl JournalRead {
+    /// Starts reading the journal of `state_dir` as of `now`.
+    pub fn start(state_dir: &std::path::Path, now: SystemTime) -> Self {
+        let journal = Journal::new(state_dir);
+        Self {
+            thread: std::thread::spawn(move || read_journal(&journal, now)),
+            started: Instant::now(),
+        }
+    }
+
+    /// The replay and the journal's size after it; how long it has been.
+    fn wait(self) -> Result<(Replay, u64, Duration), Error> {
+        let (replay, size) = self
+            .thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        Ok((replay, size, self.started.elapsed()))
+    }
+}
+
+/// The journal replayed (compacted when that pays), and its size then
+/// (where later records start).
+fn read_journal(journal: &Journal, now: SystemTime) -> Result<(Replay, u64), Error> {
+    match journal.compact_if_worth_it(now) {
+        Ok(done) => Ok(done),
+        Err(e) => {
+            warn!(error = %Chain(&e), "compacting the ban journal failed; reading it as it is");
+            let size = journal.size()?;
+            Ok((journal.replay(now)?, size))
+        }
+    }
 }
 
 /// [`run_agent_with`] with no reload, no XDP management.
@@ -142,9 +186,31 @@ pub async fn run_agent_with<T: BanTable + 'static>(
     // wait for it. After a reboot the maps are empty and the restore writes
     // them; until then the bans survive in the maps anyway.
     let maps_empty = table.is_empty()?;
+    // After a reboot the restore writes the maps there too, through
+    // handles of its own (one per core: the kernel inserts in parallel),
+    // while this one serves the loop.
+    let mut writers = Vec::new();
+    if maps_empty {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        for _ in 0..cores {
+            match table.bulk_writer() {
+                Ok(Some(writer)) => writers.push(writer),
+                Ok(None) => break,
+                Err(e) => {
+                    warn!(error = %Chain(&e), "restoring through the agent's own handle on the maps");
+                    writers.clear();
+                    break;
+                }
+            }
+        }
+    }
     let restoring = {
-        let journal = Journal::new(&config.state_dir);
-        tokio::task::spawn_blocking(move || restoration(&journal, now, maps_empty))
+        let read = options
+            .journal
+            .take()
+            .unwrap_or_else(|| JournalRead::start(&config.state_dir, now));
+        let counted = jail::counted_jails(&config.jails);
+        tokio::task::spawn_blocking(move || restoration(read, now, maps_empty, &counted, writers))
     };
     let monitor = config.xdp_action == XdpAction::Monitor;
     table.set_monitor(monitor)?;
@@ -307,22 +373,30 @@ pub async fn run_agent_with<T: BanTable + 'static>(
     Ok(())
 }
 
-/// The journal compacted, read and prepared for the engine, off the loop;
-/// and the size it has after compaction (where later records start).
+/// The journal read and prepared for the engine, off the loop, the bans in
+/// force written through `writers` when the maps are empty; and the
+/// journal's size then (where later records start).
 fn restoration(
-    journal: &Journal,
+    read: JournalRead,
     now: SystemTime,
     maps_empty: bool,
+    counted: &[String],
+    mut writers: Vec<Box<dyn BanTable>>,
 ) -> Result<(Restoration, u64), Error> {
-    let (replay, size) = match journal.compact(now) {
-        Ok(done) => done,
-        Err(e) => {
-            warn!(error = %Chain(&e), "compacting the ban journal failed; reading it as it is");
-            let size = journal.size()?;
-            (journal.replay(now)?, size)
-        }
+    let (replay, size, read) = read.wait()?;
+    let start = Instant::now();
+    let restoration = if maps_empty && !writers.is_empty() {
+        Restoration::prepare_writing(&replay, now, counted, &mut writers)?
+    } else {
+        Restoration::prepare(&replay, now, maps_empty, counted)
     };
-    Ok((Restoration::prepare(&replay, now, maps_empty), size))
+    debug!(
+        records = replay.records,
+        read_ms = read.as_millis(),
+        prepared_ms = start.elapsed().as_millis(),
+        "ban journal read"
+    );
+    Ok((restoration, size))
 }
 
 impl<T: BanTable> Agent<T> {

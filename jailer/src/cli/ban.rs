@@ -13,7 +13,7 @@ use crate::{
     error::{Chain, Error},
     host,
     kernel::{self, BanTable, XdpBanTable},
-    state::{self, Journal, Record},
+    state::{self, BanLines, Journal, Record},
     time::format_duration,
 };
 
@@ -23,6 +23,13 @@ pub(super) fn tell_agent(config: &Config) {
     if let Err(e) = control::ask(&config.state_dir, &Request::JournalChanged) {
         warn!(error = %Chain(&e), "the running agent could not be told; it reads the journal within a second");
     }
+}
+
+/// What a scoped thread returned (its panic goes on here).
+fn joined<T>(thread: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    thread
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// A line of a `--file` that was not taken: its number, text, and why.
@@ -87,14 +94,25 @@ pub(super) fn ban(config_path: &Path, args: &BanArgs) -> Result<(), Error> {
     require_root("ban")?;
     let config = Config::load_or_default(config_path)?;
     let own: Vec<IpAddr> = host::own_addresses().into_iter().collect();
-    let targets = match (&args.file, args.target) {
+    let ports = args::port_set(&args.port).map_err(|e| Error::Usage(format!("--port: {e}")))?;
+    state::prepare_state_dir(&config.state_dir)?;
+    let (targets, opened) = match (&args.file, args.target) {
         (Some(file), _) => {
-            let (mut targets, bad) = read_targets(file, &own, args.force)?;
-            check_lines(file, &bad, args.strict)?;
-            // The order the table writes in: when a full map stops it, the
-            // first ones written are the ones to journal.
-            targets.sort_by_key(|t| (!t.is_host(), t.addr().is_ipv6()));
-            targets
+            // The maps are opened (the first time: the object parsed and
+            // the maps created, a fifth of a second) while the file is read.
+            let (targets, opened) = std::thread::scope(|s| {
+                let opened = s.spawn(|| XdpBanTable::open(&config.bpffs));
+                let targets =
+                    read_targets(file, &own, args.force).and_then(|(mut targets, bad)| {
+                        check_lines(file, &bad, args.strict)?;
+                        // The order the table writes in: when a full map stops
+                        // it, the first ones written are the ones to journal.
+                        targets.sort_by_key(|t| (!t.is_host(), t.addr().is_ipv6()));
+                        Ok(targets)
+                    });
+                (targets, joined(opened))
+            });
+            (targets?, opened)
         }
         (None, Some(target)) => {
             if let Some(why) = lockout_risk(target, &own).filter(|_| !args.force) {
@@ -102,34 +120,55 @@ pub(super) fn ban(config_path: &Path, args: &BanArgs) -> Result<(), Error> {
                     "refusing to ban {target}: {why} (add --force if you really mean it)"
                 )));
             }
-            vec![target]
+            (vec![target], XdpBanTable::open(&config.bpffs))
         }
         (None, None) => return Err(Error::Usage("give an address, or --file".into())),
     };
-    let ports = args::port_set(&args.port).map_err(|e| Error::Usage(format!("--port: {e}")))?;
+    let (mut table, created) = opened?;
     let now = SystemTime::now();
     let ban = Ban {
         ports,
         expiry: Expiry::after(now, args.time.0),
         monitor: args.monitor,
     };
-    state::prepare_state_dir(&config.state_dir)?;
-    let (mut table, created) = XdpBanTable::open(&config.bpffs)?;
-    let banned = match targets.as_slice() {
+    let journal = Journal::new(&config.state_dir);
+    let (banned, journaled) = match targets.as_slice() {
         [one] => {
             table.insert(*one, &ban)?;
-            1
+            (
+                1,
+                journal.append(&[Record::ban(*one, "manual", &ban, now)], true),
+            )
         }
         many => {
+            // Two halves written at once through two handles (the kernel
+            // inserts in parallel), the journal lines made meanwhile; each
+            // half is written in order, so what fitted in a full map is a
+            // prefix of each, and only those are journaled.
             let bans: Vec<(Target, Ban)> = many.iter().map(|t| (*t, ban)).collect();
-            table.insert_many(&bans)?
+            let mid = bans.len() / 2;
+            let mut other = table.reopen()?;
+            let (written, lines) = std::thread::scope(|s| {
+                let lines = s.spawn(|| BanLines::new(many, "manual", &ban, now));
+                let second = s.spawn(|| other.insert_many(&bans[mid..]));
+                let first = table.insert_many(&bans[..mid]);
+                ((first, joined(second)), joined(lines))
+            });
+            // A full map may leave one half with nothing written (an error
+            // of its own) and the other with some: those count.
+            let full = |r: &Result<usize, _>| matches!(r, Err(kernel::BpfError::MapFull { .. }));
+            let (first, second) = match written {
+                (Ok(a), Ok(b)) => (a, b),
+                (a, Ok(b)) if b > 0 && full(&a) => (0, b),
+                (Ok(a), b) if a > 0 && full(&b) => (a, 0),
+                (Err(e), _) | (_, Err(e)) => return Err(e.into()),
+            };
+            let mut text = lines.range(0, first).to_vec();
+            text.extend_from_slice(lines.range(mid, mid + second));
+            (first + second, journal.append_lines(&text, true))
         }
     };
-    let records: Vec<Record> = targets[..banned]
-        .iter()
-        .map(|t| Record::ban(*t, "manual", &ban, now))
-        .collect();
-    if let Err(e) = Journal::new(&config.state_dir).append(&records, true) {
+    if let Err(e) = journaled {
         warn!(error = %Chain(&e), "the bans are enforced but not journaled: they will not be restored after a reboot");
     }
     tell_agent(&config);

@@ -1,12 +1,12 @@
 //! `jailer run`: the agent, attached to the configured interfaces.
 
-use std::path::Path;
+use std::{path::Path, time::SystemTime};
 
 use tracing::{info, warn};
 
 use super::require_root;
 use crate::{
-    agent::{AgentOptions, run_agent_with},
+    agent::{AgentOptions, JournalRead, run_agent_with},
     config::Config,
     error::{Chain, Error},
     kernel,
@@ -31,6 +31,9 @@ pub(super) fn run(config_path: &Path) -> Result<(), Error> {
     // First the lock: a second agent must leave the first one's links,
     // journal and socket alone.
     let lock = AgentLock::acquire(&config.state_dir)?;
+    // The journal is read while the program is loaded and attached: after a
+    // reboot that is a million bans to restore as soon as the maps exist.
+    let journal = JournalRead::start(&config.state_dir, SystemTime::now());
     let datapath = kernel::attach(
         &config.bpffs,
         &config.interfaces,
@@ -51,6 +54,7 @@ pub(super) fn run(config_path: &Path) -> Result<(), Error> {
         attached: datapath.attached,
         lock: Some(lock),
         ready: None,
+        journal: Some(journal),
     };
     runtime.block_on(run_agent_with(
         &config,

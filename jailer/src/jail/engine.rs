@@ -62,11 +62,14 @@ impl JailState {
 }
 
 /// The journal read and made ready for [`Engine::restore`]: a million bans
-/// are prepared on another thread while the agent already follows its logs.
+/// are prepared on another thread while the agent already follows its logs,
+/// and after a reboot written into the maps there too
+/// ([`Restoration::prepare_writing`]).
 #[derive(Debug, Default)]
 pub struct Restoration {
     known: KnownBans,
-    expiry: Vec<(SystemTime, Target)>,
+    /// Built here, off the agent's loop (a million take a tenth of a second).
+    expiry: BTreeSet<(SystemTime, Target)>,
     /// Previous bans per target, by jail.
     counts: HashMap<String, Vec<(Target, u32)>>,
     /// Fleet members' bans enforced here: (member, jail, target, ban).
@@ -75,34 +78,76 @@ pub struct Restoration {
     /// empty (after a reboot), none when they survived (a restart: the maps
     /// are the truth, and may carry bans set while the agent was down).
     to_write: Vec<(Target, Ban)>,
+    /// Bans already written by [`Restoration::prepare_writing`], of how many.
+    written: usize,
+    wanted: usize,
 }
 
 impl Restoration {
-    pub fn prepare(replay: &Replay, now: SystemTime, maps_empty: bool) -> Self {
+    /// `counted`: the jails whose repeat counts matter (`bantime_increment`).
+    pub fn prepare(replay: &Replay, now: SystemTime, maps_empty: bool, counted: &[String]) -> Self {
+        let mut r = Self::prepare_known(replay, now, counted);
+        if maps_empty {
+            r.to_write = Self::bans_in_force(replay, now);
+        }
+        r
+    }
+
+    /// [`Restoration::prepare`] for empty maps, the bans in force written
+    /// into `tables` (other handles on the engine's table) meanwhile, each
+    /// writing its share on a thread of its own: the maps fill while the
+    /// rest is prepared.
+    pub fn prepare_writing(
+        replay: &Replay,
+        now: SystemTime,
+        counted: &[String],
+        tables: &mut [Box<dyn BanTable>],
+    ) -> Result<Self, BpfError> {
+        let to_write = Self::bans_in_force(replay, now);
+        let share = to_write.len().div_ceil(tables.len().max(1)).max(1);
+        let (mut r, written) = std::thread::scope(|s| {
+            let writers: Vec<_> = tables
+                .iter_mut()
+                .zip(to_write.chunks(share))
+                .map(|(table, bans)| s.spawn(move || table.insert_many(bans)))
+                .collect();
+            let r = Self::prepare_known(replay, now, counted);
+            let written: Vec<_> = writers
+                .into_iter()
+                .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect();
+            (r, written)
+        });
+        for n in written {
+            r.written += n?;
+        }
+        r.wanted = to_write.len();
+        Ok(r)
+    }
+
+    /// Everything but the bans to write: repeat counts, the bans known in
+    /// force, their expiry queue, members' bans.
+    fn prepare_known(replay: &Replay, now: SystemTime, counted: &[String]) -> Self {
         let mut r = Self::default();
-        for (jail, target, n) in replay.counts() {
-            match r.counts.get_mut(jail) {
-                Some(list) => list.push((target, n)),
-                None => {
-                    r.counts.insert(jail.to_owned(), vec![(target, n)]);
-                }
+        for jail in counted {
+            let counts: Vec<(Target, u32)> = replay.counts(jail).into_iter().collect();
+            if !counts.is_empty() {
+                r.counts.insert(jail.clone(), counts);
             }
         }
         r.known.reserve(replay.bans.len());
+        let mut expiry = Vec::with_capacity(replay.bans.len());
         for (target, entry) in replay.active(now) {
             let ban = replay.ban(entry);
             if let Expiry::At(t) = ban.expiry {
-                r.expiry.push((t, target));
+                expiry.push((t, target));
             }
             r.known.remember(target, &ban, replay.jail(entry));
-            if maps_empty {
-                r.to_write.push((target, ban));
-            }
         }
         for (origin, target, entry) in replay.active_remote(now) {
             let ban = replay.ban(entry);
             if let Expiry::At(t) = ban.expiry {
-                r.expiry.push((t, target));
+                expiry.push((t, target));
             }
             r.remote.push((
                 origin.to_owned(),
@@ -110,15 +155,27 @@ impl Restoration {
                 target,
                 ban,
             ));
-            if maps_empty {
-                r.to_write.push((target, ban));
-            }
         }
-        if !r.remote.is_empty() && maps_empty {
-            // One value per target: an own ban and members' on the same
-            // target are written as their union.
-            r.to_write.sort_by_key(|(t, _)| *t);
-            r.to_write.dedup_by(|(t, b), (kept_t, kept)| {
+        // Sorted first: a set built from a sorted run is built in one pass.
+        expiry.sort_unstable();
+        r.expiry = expiry.into_iter().collect();
+        r
+    }
+
+    /// Every ban in force, own and members', one value per target (an own
+    /// ban and members' on the same target as their union).
+    fn bans_in_force(replay: &Replay, now: SystemTime) -> Vec<(Target, Ban)> {
+        let mut bans: Vec<(Target, Ban)> = Vec::with_capacity(replay.bans.len());
+        bans.extend(replay.active(now).map(|(t, e)| (t, replay.ban(e))));
+        let own = bans.len();
+        bans.extend(
+            replay
+                .active_remote(now)
+                .map(|(_, t, e)| (t, replay.ban(e))),
+        );
+        if bans.len() > own {
+            bans.sort_by_key(|(t, _)| *t);
+            bans.dedup_by(|(t, b), (kept_t, kept)| {
                 let same = t == kept_t;
                 if same {
                     *kept = kept.merge(b);
@@ -126,13 +183,23 @@ impl Restoration {
                 same
             });
         }
-        r
+        bans
     }
 
-    /// Bans it will write.
+    /// Bans it will write (or wrote).
     pub fn to_write(&self) -> usize {
-        self.to_write.len()
+        self.wanted + self.to_write.len()
     }
+}
+
+/// The names of `jails` whose repeat counts a restore reads
+/// (`bantime_increment`).
+pub fn counted_jails<'a>(jails: impl IntoIterator<Item = &'a Jail>) -> Vec<String> {
+    jails
+        .into_iter()
+        .filter(|j| j.bantime_increment)
+        .map(|j| j.name.clone())
+        .collect()
 }
 
 /// A change to this server's own bans that the engine learned from the
@@ -250,6 +317,11 @@ impl<T: BanTable> Engine<T> {
     }
 
     /// Jail names, in order.
+    /// The jails whose repeat counts a restore reads (`bantime_increment`).
+    pub fn counted_jails(&self) -> Vec<String> {
+        counted_jails(self.jails.iter().map(|j| &j.jail))
+    }
+
     pub fn jail_names(&self) -> Vec<String> {
         self.jails.iter().map(|j| j.jail.name.clone()).collect()
     }
@@ -356,8 +428,9 @@ impl<T: BanTable> Engine<T> {
     /// Takes in what the journal says ([`Restoration::prepare`], built off
     /// the agent's loop): repeat-offence counts, the bans in force (for
     /// expiry, status, "already banned"), and after a reboot the bans
-    /// themselves, written in batches. What the engine learned since the
-    /// journal was read is newer and kept; bans it met in the table
+    /// themselves, written in batches (unless
+    /// [`Restoration::prepare_writing`] wrote them). What the engine learned
+    /// since the journal was read is newer and kept; bans it met in the table
     /// meanwhile that the journal lacks are queued for the journal
     /// ([`Engine::take_records`]). Returns how many bans were written.
     pub fn restore(&mut self, r: Restoration) -> Result<usize, BpfError> {
@@ -403,16 +476,22 @@ impl<T: BanTable> Engine<T> {
             self.table.protect(&ban.ports)?;
             self.remember_remote(&origin, &jail, target, ban);
         }
-        // Bulk-built (sorted once) rather than a million single inserts.
-        let mut expiry = r.expiry;
-        expiry.extend(std::mem::take(&mut self.expiry));
-        self.expiry = expiry.into_iter().collect();
-        let written = self.table.insert_many(&r.to_write)?;
-        if written < r.to_write.len() {
+        if self.expiry.is_empty() {
+            self.expiry = r.expiry;
+        } else {
+            let mut expiry = r.expiry;
+            expiry.append(&mut self.expiry);
+            self.expiry = expiry;
+        }
+        let mut written = r.written;
+        if !r.to_write.is_empty() {
+            written += self.table.insert_many(&r.to_write)?;
+        }
+        let wanted = r.wanted + r.to_write.len();
+        if written < wanted {
             warn!(
                 written,
-                wanted = r.to_write.len(),
-                "ban map full: not every ban could be restored"
+                wanted, "ban map full: not every ban could be restored"
             );
         }
         Ok(written)
@@ -930,7 +1009,12 @@ mod tests {
         again.handle_line(&log(), &[0], &line("203.0.113.7"), None, now);
         let replay = journal.replay(now).unwrap();
         again
-            .restore(Restoration::prepare(&replay, now, false))
+            .restore(Restoration::prepare(
+                &replay,
+                now,
+                false,
+                &again.counted_jails(),
+            ))
             .unwrap();
         assert!(again.take_records().is_empty(), "journaled once already");
 
@@ -966,7 +1050,12 @@ mod tests {
         member.handle_line(&log(), &[0], &line("203.0.113.7"), None, now);
         let replay = journal.replay(now).unwrap();
         member
-            .restore(Restoration::prepare(&replay, now, false))
+            .restore(Restoration::prepare(
+                &replay,
+                now,
+                false,
+                &member.counted_jails(),
+            ))
             .unwrap();
         assert!(
             member.take_records().is_empty(),
@@ -1063,7 +1152,8 @@ mod tests {
         let replay = journal.replay(now).unwrap();
         let mut e = Engine::new(vec![jail(3, &["pop3"])], MemBanTable::default());
         assert_eq!(
-            e.restore(Restoration::prepare(&replay, now, true)).unwrap(),
+            e.restore(Restoration::prepare(&replay, now, true, &e.counted_jails()))
+                .unwrap(),
             2
         );
         let bans = e.table().bans();

@@ -14,6 +14,9 @@ use crate::ban::{Ban, Expiry, PortSet, Target};
 struct Interned<T> {
     values: Vec<T>,
     index: HashMap<T, u16>,
+    /// The index returned last: a restore asks for the same one a million
+    /// times in a row.
+    last: u16,
 }
 
 impl<T> Default for Interned<T> {
@@ -21,6 +24,7 @@ impl<T> Default for Interned<T> {
         Self {
             values: Vec::new(),
             index: HashMap::new(),
+            last: 0,
         }
     }
 }
@@ -29,12 +33,19 @@ impl<T: Clone + Eq + Hash> Interned<T> {
     /// The index of `value`. Port sets and jail lists come from the
     /// configuration and the journal: a few dozen, far below u16.
     fn id(&mut self, value: &T) -> u16 {
-        if let Some(&i) = self.index.get(value) {
-            return i;
+        if self.values.get(usize::from(self.last)) == Some(value) {
+            return self.last;
         }
-        let i = u16::try_from(self.values.len()).unwrap_or(u16::MAX);
-        self.values.push(value.clone());
-        self.index.insert(value.clone(), i);
+        let i = match self.index.get(value) {
+            Some(&i) => i,
+            None => {
+                let i = u16::try_from(self.values.len()).unwrap_or(u16::MAX);
+                self.values.push(value.clone());
+                self.index.insert(value.clone(), i);
+                i
+            }
+        };
+        self.last = i;
         i
     }
 }
@@ -110,32 +121,42 @@ impl KnownBans {
     /// an earlier ban on the target stay listed.
     pub fn remember(&mut self, target: Target, ban: &Ban, jail: &str) {
         let ports = self.port_sets.id(&ban.ports);
-        let jails = match self.entries.get(&target) {
-            None => match self.single.get(jail) {
-                Some(&id) => id,
-                None => {
-                    let id = self.jail_sets.id(&vec![jail.to_owned()]);
-                    self.single.insert(jail.to_owned(), id);
+        let entry = Entry {
+            until: until(ban.expiry),
+            ports,
+            jails: 0,
+            monitor: ban.monitor,
+        };
+        // One hash of the target, new or not (a restore remembers a million).
+        match self.entries.entry(target) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let sets = &mut self.jail_sets;
+                let last = sets.values.get(usize::from(sets.last));
+                let jails = if last.is_some_and(|l| l.len() == 1 && l[0] == jail) {
+                    sets.last
+                } else {
+                    let id = match self.single.get(jail) {
+                        Some(&id) => id,
+                        None => {
+                            let id = sets.id(&vec![jail.to_owned()]);
+                            self.single.insert(jail.to_owned(), id);
+                            id
+                        }
+                    };
+                    sets.last = id;
                     id
-                }
-            },
-            Some(e) => {
-                let mut jails = self.jail_sets.values[usize::from(e.jails)].clone();
+                };
+                v.insert(Entry { jails, ..entry });
+            }
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                let mut jails = self.jail_sets.values[usize::from(o.get().jails)].clone();
                 if let Err(at) = jails.binary_search_by(|j| j.as_str().cmp(jail)) {
                     jails.insert(at, jail.to_owned());
                 }
-                self.jail_sets.id(&jails)
+                let jails = self.jail_sets.id(&jails);
+                o.insert(Entry { jails, ..entry });
             }
-        };
-        self.entries.insert(
-            target,
-            Entry {
-                until: until(ban.expiry),
-                ports,
-                jails,
-                monitor: ban.monitor,
-            },
-        );
+        }
     }
 
     /// Forgets `target` (lifted); `false` when it was not known.

@@ -9,7 +9,7 @@ mod remote;
 mod window;
 
 pub use self::{
-    engine::{BanEvent, Engine, JailStats, LocalChange, Restoration, WindowEntries},
+    engine::{BanEvent, Engine, JailStats, LocalChange, Restoration, WindowEntries, counted_jails},
     known::KnownBans,
     policy::bantime_for,
     remote::RemoteBan,

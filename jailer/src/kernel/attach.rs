@@ -4,7 +4,7 @@ use std::{fmt, fs, path::Path, process::Command};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::MapError,
+    maps::{MapData, MapError},
     programs::{
         ProgramError, Xdp, XdpMode as AyaXdpMode,
         links::{FdLink, PinnedLink},
@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use super::{
     BpfError, XDP_OBJECT,
-    bpffs::{ensure_bpffs, link_pin, pin_err, remove_stale_links},
+    bpffs::{RETIRED_PINS, ensure_bpffs, link_pin, pin_err, remove_stale_links},
     xdp_table::XdpBanTable,
 };
 use crate::config::XdpMode;
@@ -73,11 +73,49 @@ pub struct Attached {
     pub mode: AttachMode,
 }
 
+/// Removes pins of maps whose type, key or value size differ from the
+/// object's, pinned by an older jailer (the ban maps with a 40-byte value
+/// and its `drops` field, or with per-CPU values), and pins of maps this
+/// one no longer has ([`RETIRED_PINS`]): they are made anew, and the agent
+/// restores the bans from its journal into the new, empty ban maps. The old
+/// maps live on while the old program uses them.
+fn retire_incompatible_pins(bpffs: &Path) -> Result<(), BpfError> {
+    for name in RETIRED_PINS {
+        let pin = bpffs.join(name);
+        if pin.exists() {
+            warn!(map = %name, "removing the pin of a map this jailer no longer uses");
+            fs::remove_file(&pin).map_err(pin_err(&pin))?;
+        }
+    }
+    let object = aya_obj::Object::parse(XDP_OBJECT)
+        .map_err(|e| BpfError::Object(Box::new(aya::EbpfError::ParseError(e))))?;
+    for (name, def) in &object.maps {
+        let pin = bpffs.join(name);
+        let Ok(info) = MapData::from_pin(&pin).and_then(|m| m.info()) else {
+            continue;
+        };
+        let pinned = (
+            info.map_type().map(|t| t as u32).unwrap_or(u32::MAX),
+            info.key_size(),
+            info.value_size(),
+        );
+        if pinned != (def.map_type(), def.key_size(), def.value_size()) {
+            warn!(
+                map = %name,
+                "pinned map has an older layout: made anew (bans come back from the journal when the agent starts; restart a running agent)"
+            );
+            fs::remove_file(&pin).map_err(pin_err(&pin))?;
+        }
+    }
+    Ok(())
+}
+
 /// Loads the object with its maps pinned under `bpffs` (reusing pins that
 /// exist: bans survive restarts). `max_bans` sizes each exact-address map
 /// when it is created (an existing pin keeps its size).
 pub(super) fn load_object(bpffs: &Path, max_bans: Option<u32>) -> Result<Ebpf, BpfError> {
     ensure_bpffs(bpffs)?;
+    retire_incompatible_pins(bpffs)?;
     let pins: Vec<(&str, std::path::PathBuf)> =
         map_names::ALL.iter().map(|n| (*n, bpffs.join(n))).collect();
     let mut loader = EbpfLoader::new();
@@ -88,14 +126,45 @@ pub(super) fn load_object(bpffs: &Path, max_bans: Option<u32>) -> Result<Ebpf, B
         loader.map_max_entries(map_names::BANS_V4, max);
         loader.map_max_entries(map_names::BANS_V6, max);
     }
-    loader.load(XDP_OBJECT).map_err(|e| match &e {
-        aya::EbpfError::MapError(MapError::SyscallError(s))
-            if s.io_error.raw_os_error() == Some(libc::EPERM) =>
-        {
-            BpfError::NotRoot
+    // Two jailers creating the maps at once (`jailer ban` while `jailer run`
+    // starts after a reboot): the one that pins second finds the other's
+    // pin (EEXIST) and, loading again, reuses it.
+    let mut tries = 0;
+    loop {
+        match loader.load(XDP_OBJECT) {
+            Err(e) if pinned_meanwhile(&e) && tries < 3 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => {
+                return Err(match &e {
+                    aya::EbpfError::MapError(MapError::SyscallError(s))
+                        if s.io_error.raw_os_error() == Some(libc::EPERM) =>
+                    {
+                        BpfError::NotRoot
+                    }
+                    _ => BpfError::Object(Box::new(e)),
+                });
+            }
+            Ok(ebpf) => return Ok(ebpf),
         }
-        _ => BpfError::Object(Box::new(e)),
-    })
+    }
+}
+
+/// Whether loading failed because a map's pin appeared while it was
+/// being created.
+fn pinned_meanwhile(e: &aya::EbpfError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.raw_os_error() == Some(libc::EEXIST))
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// The program attached to the configured interfaces, with maps pinned.

@@ -1,11 +1,18 @@
 //! The `BPF_MAP_*_BATCH` syscalls (aya 0.14 has none): one syscall moves
 //! tens of thousands of elements, where aya's API makes one or two per
 //! element. A million bans are written, listed or removed in seconds.
+//!
+//! Values are passed as `per_key` consecutive `V`s per key: 1 for a plain
+//! map (the ban maps), the number of possible CPUs for a per-CPU map (the
+//! `DROPS` array), whose kernel layout is each CPU's value rounded up to 8
+//! bytes, CPU after CPU.
 
 use std::{
     io,
     mem::MaybeUninit,
     os::fd::{AsFd as _, AsRawFd as _},
+    thread,
+    time::{Duration, Instant},
 };
 
 use aya::{Pod, maps::MapData};
@@ -13,6 +20,23 @@ use aya::{Pod, maps::MapData};
 /// Elements per syscall: large enough that syscall overhead vanishes, small
 /// enough to keep the staging buffers modest.
 const CHUNK: usize = 1 << 16;
+/// Bytes of values per syscall at most (a per-CPU value on a 256-CPU
+/// machine is 256 values): at least 1024 elements per call all the same.
+const CHUNK_BYTES: usize = 32 << 20;
+
+/// Elements per syscall for values of `per_key` consecutive `V`s.
+fn chunk_len<V>(per_key: usize) -> usize {
+    (CHUNK_BYTES / (size_of::<V>() * per_key).max(1)).clamp(1024, CHUNK)
+}
+
+/// A per-CPU value is laid out as `round_up(size, 8)` bytes per CPU: `V`
+/// must need no rounding to be repeated as a plain slice.
+fn check_layout<V>(per_key: usize) {
+    assert!(
+        per_key == 1 || size_of::<V>().is_multiple_of(8),
+        "per-CPU values must be a multiple of 8 bytes"
+    );
+}
 
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
@@ -56,35 +80,71 @@ fn fd(map: &MapData) -> u32 {
     map.fd().as_fd().as_raw_fd() as u32
 }
 
-/// Writes `keys[i] -> values[i]`. Returns how many were written and the
-/// error that stopped it, if any (a full map stops it part way).
-pub(super) fn update<K: Pod, V: Pod>(
+/// Writes `keys[i] -> values[i * per_key..][..per_key]`. Returns how many
+/// were written and the error that stopped it, if any (a full map stops it
+/// part way). A batch the kernel's allocator could not keep up with is
+/// resumed where it stopped (see [`allocator_caught_up`]).
+pub fn update<K: Pod, V: Pod>(
     map: &MapData,
     keys: &[K],
     values: &[V],
+    per_key: usize,
 ) -> (usize, Option<io::Error>) {
-    debug_assert_eq!(keys.len(), values.len());
+    check_layout::<V>(per_key);
+    assert_eq!(keys.len() * per_key, values.len());
+    let chunk = chunk_len::<V>(per_key);
     let mut written = 0;
-    for (k, v) in keys.chunks(CHUNK).zip(values.chunks(CHUNK)) {
+    let mut progress = Instant::now();
+    while written < keys.len() {
+        let n = (keys.len() - written).min(chunk);
         let mut attr = BatchAttr {
-            keys: k.as_ptr() as u64,
-            values: v.as_ptr() as u64,
-            count: k.len() as u32,
+            keys: keys[written..].as_ptr() as u64,
+            values: values[written * per_key..].as_ptr() as u64,
+            count: n as u32,
             map_fd: fd(map),
             ..BatchAttr::default()
         };
         let result = sys(BPF_MAP_UPDATE_BATCH, &mut attr);
-        if let Err(e) = result {
-            return (written + attr.count as usize, Some(e));
+        // The kernel reports how many it wrote, also when it stopped.
+        let done = if result.is_ok() {
+            n
+        } else {
+            (attr.count as usize).min(n)
+        };
+        written += done;
+        if done > 0 {
+            progress = Instant::now();
         }
-        written += k.len();
+        if let Err(e) = result
+            && !allocator_caught_up(&e, progress)
+        {
+            return (written, Some(e));
+        }
     }
     (written, None)
 }
 
+/// Whether to try again after `e`: `ENOMEM` while the kernel made progress
+/// within the last second.
+///
+/// Each new element of a hash map that is not preallocated comes from the
+/// BPF memory allocator's per-CPU cache, refilled in the background (an
+/// irq_work). A burst of inserts can empty the cache before it is refilled:
+/// the kernel then fails the element (`ENOMEM`) and stops the batch there.
+/// Seen often with per-CPU values (a per-CPU allocation per element, which
+/// this project's ban maps no longer use); kept for the plain hash, where a
+/// loaded machine can still run the cache dry.
+fn allocator_caught_up(e: &io::Error, progress: Instant) -> bool {
+    if e.raw_os_error() != Some(libc::ENOMEM) || progress.elapsed() > Duration::from_secs(1) {
+        return false;
+    }
+    thread::yield_now();
+    true
+}
+
 /// Deletes `keys`; keys that are absent are skipped. Returns how many were
-/// deleted.
-pub(super) fn delete<K: Pod>(map: &MapData, keys: &[K]) -> io::Result<usize> {
+/// deleted. (No values move: the same for per-CPU maps.)
+pub fn delete<K: Pod>(map: &MapData, keys: &[K]) -> io::Result<usize> {
     let mut deleted = 0;
     let mut rest = keys;
     while !rest.is_empty() {
@@ -113,11 +173,14 @@ pub(super) fn delete<K: Pod>(map: &MapData, keys: &[K]) -> io::Result<usize> {
     Ok(deleted)
 }
 
-/// Every element of a hash map.
-pub(super) fn lookup_all<K: Pod, V: Pod>(map: &MapData) -> io::Result<Vec<(K, V)>> {
-    let mut out = Vec::new();
-    let mut keys: Vec<MaybeUninit<K>> = Vec::with_capacity(CHUNK);
-    let mut values: Vec<MaybeUninit<V>> = Vec::with_capacity(CHUNK);
+/// Every element of a hash map: the keys, and `per_key` values for each,
+/// key after key.
+pub fn lookup_all<K: Pod, V: Pod>(map: &MapData, per_key: usize) -> io::Result<(Vec<K>, Vec<V>)> {
+    check_layout::<V>(per_key);
+    let chunk = chunk_len::<V>(per_key);
+    let (mut all_keys, mut all_values) = (Vec::new(), Vec::new());
+    let mut keys: Vec<MaybeUninit<K>> = Vec::with_capacity(chunk);
+    let mut values: Vec<MaybeUninit<V>> = Vec::with_capacity(chunk * per_key);
     // The batch token: a bucket index for hash maps (the kernel writes 4
     // bytes; keep room for the key-sized tokens of other map types).
     let mut token = [0u64; 4];
@@ -129,7 +192,7 @@ pub(super) fn lookup_all<K: Pod, V: Pod>(map: &MapData) -> io::Result<Vec<(K, V)
             out_batch: next.as_mut_ptr() as u64,
             keys: keys.as_mut_ptr() as u64,
             values: values.as_mut_ptr() as u64,
-            count: CHUNK as u32,
+            count: chunk as u32,
             map_fd: fd(map),
             ..BatchAttr::default()
         };
@@ -139,21 +202,19 @@ pub(super) fn lookup_all<K: Pod, V: Pod>(map: &MapData) -> io::Result<Vec<(K, V)
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => true,
             Err(e) => return Err(e),
         };
-        let n = (attr.count as usize).min(CHUNK);
-        // SAFETY: the kernel wrote `n` keys and values; K and V are Pod, so
-        // any bytes are valid values of them.
+        let n = (attr.count as usize).min(chunk);
+        // SAFETY: the kernel wrote `n` keys and their values; K and V are
+        // Pod, so any bytes are valid values of them.
         unsafe {
             keys.set_len(n);
-            values.set_len(n);
+            values.set_len(n * per_key);
         }
-        out.extend(
-            keys.drain(..)
-                .zip(values.drain(..))
-                // SAFETY: initialised by the kernel above.
-                .map(|(k, v)| unsafe { (k.assume_init(), v.assume_init()) }),
-        );
+        // SAFETY: initialised by the kernel above.
+        all_keys.extend(keys.drain(..).map(|k| unsafe { k.assume_init() }));
+        // SAFETY: as above.
+        all_values.extend(values.drain(..).map(|v| unsafe { v.assume_init() }));
         if done {
-            return Ok(out);
+            return Ok((all_keys, all_values));
         }
         token = next;
         first = false;

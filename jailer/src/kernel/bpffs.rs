@@ -148,6 +148,10 @@ pub(super) fn remove_stale_links(bpffs: &Path, keep: &[String]) -> Result<(), Bp
     Ok(())
 }
 
+/// Maps an older jailer pinned that this one no longer declares (the
+/// per-CPU prefix drop counts, now in `DROPS`): removed at load and detach.
+pub(super) const RETIRED_PINS: [&str; 2] = ["NET_DROPS_V4", "NET_DROPS_V6"];
+
 /// Detaches the program from every interface and removes links, maps and the
 /// directory. Returns the interfaces it was detached from.
 pub fn detach(bpffs: &Path) -> Result<Vec<String>, BpfError> {
@@ -160,7 +164,7 @@ pub fn detach(bpffs: &Path) -> Result<Vec<String>, BpfError> {
         fs::remove_file(&path).map_err(pin_err(&path))?;
         detached.push(iface);
     }
-    for name in map_names::ALL {
+    for name in map_names::ALL.into_iter().chain(RETIRED_PINS) {
         let path = bpffs.join(name);
         match fs::remove_file(&path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(pin_err(&path)(e)),

@@ -52,6 +52,10 @@ impl MemBanTable {
 }
 
 impl BanTable for MemBanTable {
+    fn bulk_writer(&self) -> Result<Option<Box<dyn BanTable>>, BpfError> {
+        Ok(Some(Box::new(self.clone())))
+    }
+
     fn insert(&mut self, target: Target, ban: &Ban) -> Result<(), BpfError> {
         let mut bans = self.lock();
         let drops = bans.get(&target).map_or(0, |(_, d)| *d);

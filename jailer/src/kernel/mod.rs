@@ -8,7 +8,7 @@
 //! swaps the program inside the existing link, so no packet passes unjudged.
 
 mod attach;
-mod batch;
+pub mod batch;
 mod bpffs;
 pub mod clock;
 mod mem;
@@ -24,7 +24,7 @@ pub use self::{
     mem::MemBanTable,
     stats::{PacketStats, packet_stats},
     table::BanTable,
-    xdp_table::XdpBanTable,
+    xdp_table::{DropCounts, XdpBanTable, drop_tag},
 };
 
 /// The XDP object, built by `build.rs` through aya-build.
@@ -101,6 +101,14 @@ pub enum BpfError {
         map: &'static str,
         capacity: u32,
         target: String,
+    },
+    /// The number of possible CPUs (values per key of a per-CPU map) could
+    /// not be read.
+    #[error("cannot read the possible CPUs from {}", path.display())]
+    Cpus {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
     },
     /// The operation needs privileges we do not have.
     #[error(

@@ -56,6 +56,12 @@ pub trait BanTable: Send {
         }
         Ok(bans.len())
     }
+    /// Another handle on the same bans, for a bulk write on another thread
+    /// (the restore after a reboot, while the agent follows its logs);
+    /// `None` when this table has no such thing.
+    fn bulk_writer(&self) -> Result<Option<Box<dyn BanTable>>, BpfError> {
+        Ok(None)
+    }
     /// Removes many bans at once; returns how many existed.
     fn remove_many(&mut self, targets: &[Target]) -> Result<usize, BpfError> {
         let mut removed = 0;

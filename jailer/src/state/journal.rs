@@ -132,9 +132,9 @@ pub struct Replay {
     remote: FxHashMap<(u32, Target), BanEntry>,
     /// Fleet member names.
     origins: Interner,
-    /// Bans per (jail, target) within the history window.
-    counts: FxHashMap<(u32, Target), u32>,
-    /// The ban records behind `counts`, for compaction.
+    /// Ban records within the history window, in journal order: repeat
+    /// counts are made from them for the jails that want them
+    /// ([`Replay::counts`]), and compaction keeps them.
     history: Vec<(Target, BanEntry)>,
     /// Lines skipped as unreadable.
     pub skipped: usize,
@@ -219,19 +219,20 @@ impl Replay {
 
     /// How often `jail` banned `target` within the history window.
     pub fn count(&self, jail: &str, target: Target) -> u32 {
-        self.jails
-            .index
-            .get(jail)
-            .and_then(|&j| self.counts.get(&(j, target)))
-            .copied()
-            .unwrap_or(0)
+        self.counts(jail).get(&target).copied().unwrap_or(0)
     }
 
-    /// (jail, target, bans) for every counted pair.
-    pub fn counts(&self) -> impl Iterator<Item = (&str, Target, u32)> {
-        self.counts
-            .iter()
-            .map(|((j, n), c)| (self.jails.values[*j as usize].as_str(), *n, *c))
+    /// How often `jail` banned each target within the history window.
+    /// Counted when asked, for the jails that use them (`bantime_increment`):
+    /// a million bans by other jails are not counted at every start.
+    pub fn counts(&self, jail: &str) -> FxHashMap<Target, u32> {
+        let mut counts = FxHashMap::default();
+        if let Some(&j) = self.jails.index.get(jail) {
+            for (target, _) in self.history.iter().filter(|(_, e)| e.jail == j) {
+                *counts.entry(*target).or_default() += 1;
+            }
+        }
+        counts
     }
 
     /// How many records compaction would keep of this journal at `now`.
@@ -289,7 +290,6 @@ impl Replay {
                     return Ok(());
                 }
                 if at >= horizon {
-                    *self.counts.entry((jail, addr)).or_default() += 1;
                     self.history.push((addr, entry));
                 }
                 self.bans.insert(addr, entry);
@@ -477,12 +477,76 @@ fn parse_canonical(line: &[u8]) -> Option<Parsed<'_>> {
     c.0.is_empty().then_some(record)
 }
 
+/// Whether `s` needs no JSON escape.
+fn plain(s: &str) -> bool {
+    !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20)
+}
+
+/// A ban record's fields, borrowed: one line is written without building
+/// a [`Record`] (a million bans by hand, no string each).
+struct BanLine<'a> {
+    addr: &'a Target,
+    jail: &'a str,
+    ports: &'a PortSet,
+    until: Option<u64>,
+    at: u64,
+    monitor: bool,
+    origin: Option<&'a str>,
+}
+
+impl BanLine<'_> {
+    /// Appends the canonical line: what serde writes for the record,
+    /// without serde. Names that need JSON escapes go through serde.
+    fn write(&self, out: &mut Vec<u8>) {
+        use std::io::Write as _;
+        let Self {
+            addr,
+            jail,
+            ports,
+            until,
+            at,
+            monitor,
+            origin,
+        } = self;
+        if !plain(jail) || !origin.is_none_or(plain) {
+            let record = Record::Ban {
+                addr: **addr,
+                jail: (*jail).to_owned(),
+                ports: **ports,
+                until: *until,
+                at: *at,
+                monitor: *monitor,
+                origin: origin.map(str::to_owned),
+            };
+            let _ = serde_json::to_writer(&mut *out, &record);
+            out.push(b'\n');
+            return;
+        }
+        // Writes into a Vec cannot fail.
+        let _ = write!(
+            out,
+            "{{\"op\":\"ban\",\"addr\":\"{addr}\",\"jail\":\"{jail}\",\"ports\":\"{ports}\",\"until\":"
+        );
+        let _ = match until {
+            Some(u) => write!(out, "{u}"),
+            None => write!(out, "null"),
+        };
+        let _ = write!(out, ",\"at\":{at}");
+        if *monitor {
+            let _ = write!(out, ",\"monitor\":true");
+        }
+        if let Some(origin) = origin {
+            let _ = write!(out, ",\"origin\":\"{origin}\"");
+        }
+        let _ = writeln!(out, "}}");
+    }
+}
+
 /// Appends `record` as one canonical journal line: what serde writes for
 /// it, without serde (a million bans by hand). Jail names that need JSON
 /// escapes go through serde.
 fn write_record(record: &Record, out: &mut Vec<u8>) {
     use std::io::Write as _;
-    let plain = |s: &str| !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20);
     // Writes into a Vec cannot fail.
     let _ = match record {
         Record::Ban {
@@ -493,27 +557,19 @@ fn write_record(record: &Record, out: &mut Vec<u8>) {
             at,
             monitor,
             origin,
-        } if plain(jail) && origin.as_deref().is_none_or(plain) => {
-            let _ = write!(
-                out,
-                "{{\"op\":\"ban\",\"addr\":\"{addr}\",\"jail\":\"{jail}\",\"ports\":\"{ports}\",\"until\":"
-            );
-            let _ = match until {
-                Some(u) => write!(out, "{u}"),
-                None => write!(out, "null"),
-            };
-            let _ = write!(out, ",\"at\":{at}");
-            if *monitor {
-                let _ = write!(out, ",\"monitor\":true");
+        } => {
+            BanLine {
+                addr,
+                jail,
+                ports,
+                until: *until,
+                at: *at,
+                monitor: *monitor,
+                origin: origin.as_deref(),
             }
-            if let Some(origin) = origin {
-                let _ = write!(out, ",\"origin\":\"{origin}\"");
-            }
-            writeln!(out, "}}")
+            .write(out);
+            Ok(())
         }
-        Record::Ban { .. } => serde_json::to_writer(&mut *out, record)
-            .map_err(io::Error::other)
-            .and_then(|()| writeln!(out)),
         Record::Unban {
             addr,
             at,
@@ -532,6 +588,53 @@ fn write_record(record: &Record, out: &mut Vec<u8>) {
             .and_then(|()| writeln!(out)),
         Record::UnbanAll { at } => writeln!(out, "{{\"op\":\"unban_all\",\"at\":{at}}}"),
     };
+}
+
+/// The journal lines of one ban set by hand on many targets
+/// (`jailer ban --file`), made while the maps are written; the first `n`
+/// of them are appended once it is known how many fitted.
+#[derive(Debug, Default)]
+pub struct BanLines {
+    text: Vec<u8>,
+    /// Where each line ends in `text`.
+    ends: Vec<usize>,
+}
+
+impl BanLines {
+    /// The lines [`Record::ban`] would make for each of `targets`.
+    pub fn new(targets: &[Target], jail: &str, ban: &Ban, now: SystemTime) -> Self {
+        let until = match ban.expiry {
+            Expiry::Never => None,
+            Expiry::At(t) => Some(unix_secs(t).max(1)),
+        };
+        let mut lines = Self {
+            text: Vec::with_capacity(targets.len() * 100),
+            ends: Vec::with_capacity(targets.len()),
+        };
+        for addr in targets {
+            BanLine {
+                addr,
+                jail,
+                ports: &ban.ports,
+                until,
+                at: unix_secs(now),
+                monitor: ban.monitor,
+                origin: None,
+            }
+            .write(&mut lines.text);
+            lines.ends.push(lines.text.len());
+        }
+        lines
+    }
+
+    /// Lines `from..to` (0-based, `to` excluded; clamped to the lines).
+    pub fn range(&self, from: usize, to: usize) -> &[u8] {
+        let end_of = |n: usize| match n.min(self.ends.len()) {
+            0 => 0,
+            n => self.ends[n - 1],
+        };
+        &self.text[end_of(from)..end_of(to.max(from))]
+    }
 }
 
 /// A position in a canonical journal line.
@@ -717,16 +820,26 @@ impl Journal {
         }
     }
 
+    /// Appends lines made by [`BanLines`] in one write; with `sync`, on
+    /// disk before returning.
+    pub fn append_lines(&self, lines: &[u8], sync: bool) -> Result<(), StateError> {
+        self.write_text(lines, sync, FlockArg::LockExclusive)
+    }
+
     fn write(&self, records: &[Record], sync: bool, how: FlockArg) -> Result<(), StateError> {
-        if records.is_empty() {
-            return Ok(());
-        }
         let mut text = Vec::with_capacity(records.len() * 96);
         for r in records {
             write_record(r, &mut text);
         }
+        self.write_text(&text, sync, how)
+    }
+
+    fn write_text(&self, text: &[u8], sync: bool, how: FlockArg) -> Result<(), StateError> {
+        if text.is_empty() {
+            return Ok(());
+        }
         let mut locked = self.lock_with(how)?;
-        locked.file.write_all(&text).map_err(self.io_err())?;
+        locked.file.write_all(text).map_err(self.io_err())?;
         if sync {
             locked.file.sync_data().map_err(self.io_err())?;
         }
@@ -800,7 +913,6 @@ impl Journal {
         let parsed = parse_parallel(&bytes, nows);
         let records: usize = parsed.iter().map(Vec::len).sum();
         out.bans.reserve(records);
-        out.counts.reserve(records);
         out.history.reserve(records);
         out.bytes = bytes.len() as u64;
         for (i, record) in parsed.into_iter().flatten() {
@@ -822,6 +934,28 @@ impl Journal {
     pub fn compact(&self, now: SystemTime) -> Result<(Replay, u64), StateError> {
         let _lock = self.lock()?;
         let replay = self.replay(now)?;
+        let size = self.rewrite(&replay, now)?;
+        Ok((replay, size))
+    }
+
+    /// [`Journal::compact`] when it pays: when compaction would keep at most
+    /// half the records, or some lines were unreadable. Otherwise (a journal
+    /// of bans in force, as after a reboot) it is only read: rewriting a
+    /// million bans in force would delay restoring them by a third of a
+    /// second, for nothing.
+    pub fn compact_if_worth_it(&self, now: SystemTime) -> Result<(Replay, u64), StateError> {
+        let _lock = self.lock()?;
+        let replay = self.replay(now)?;
+        if replay.skipped == 0 && replay.compacted_len(now) * 2 > replay.records {
+            let size = replay.bytes;
+            return Ok((replay, size));
+        }
+        let size = self.rewrite(&replay, now)?;
+        Ok((replay, size))
+    }
+
+    /// Writes what `replay` keeps in place of the journal; its new size.
+    fn rewrite(&self, replay: &Replay, now: SystemTime) -> Result<u64, StateError> {
         let nows = unix_secs(now);
         let in_force = |target: &Target, e: &BanEntry| {
             replay.bans.get(target) == Some(e) && e.until.is_none_or(|u| u > nows)
@@ -847,7 +981,7 @@ impl Journal {
             push(&replay.record(target, e, Some(origin)));
         }
         files::write_atomic(&self.path, &text).map_err(self.io_err())?;
-        Ok((replay, text.len() as u64))
+        Ok(text.len() as u64)
     }
 }
 
@@ -919,6 +1053,42 @@ mod tests {
             "history survives compaction"
         );
         assert_eq!(r2.count("vpopmail", target("203.0.113.9")), 1);
+    }
+
+    #[test]
+    fn ban_lines_are_the_records_lines_and_cut_at_a_line() {
+        let now = from_unix_secs(1_000_000);
+        let ban = Ban::new(
+            PortSet::only(&[110, 995]),
+            Expiry::At(from_unix_secs(1_003_600)),
+        );
+        let targets = [
+            target("203.0.113.7"),
+            target("2001:db8::/64"),
+            target("198.51.100.0/24"),
+        ];
+        let lines = BanLines::new(&targets, "manual", &ban, now);
+        let mut want = Vec::new();
+        for t in &targets {
+            write_record(&Record::ban(*t, "manual", &ban, now), &mut want);
+        }
+        assert_eq!(lines.range(0, 3), &want[..]);
+        assert_eq!(lines.range(0, 9), &want[..]);
+        assert_eq!(lines.range(0, 0), b"");
+        assert_eq!(lines.range(2, 1), b"");
+        let count = |text: &[u8]| text.iter().filter(|&&b| b == b'\n').count();
+        let first = lines.range(0, 1);
+        assert!(first.ends_with(b"}\n") && count(first) == 1);
+        assert_eq!(lines.range(1, 3), &want[first.len()..]);
+        // A journal appended with them replays to the same bans.
+        let (_dir, j) = journal();
+        j.append_lines(lines.range(0, 1), true).unwrap();
+        j.append_lines(lines.range(2, 3), true).unwrap();
+        let r = j.replay(now).unwrap();
+        let mut active: Vec<String> = r.active(now).map(|(t, _)| t.to_string()).collect();
+        active.sort();
+        assert_eq!(active, ["198.51.100.0/24", "203.0.113.7"]);
+        assert_eq!(r.skipped, 0);
     }
 
     #[test]

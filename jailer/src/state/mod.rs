@@ -17,7 +17,7 @@ use std::{
 use nix::fcntl::{Flock, FlockArg};
 
 pub use self::{
-    journal::{BanEntry, JOURNAL, Journal, Record, Replay},
+    journal::{BanEntry, BanLines, JOURNAL, Journal, Record, Replay},
     snapshot::{Position, SNAPSHOT, Snapshot},
 };
 
