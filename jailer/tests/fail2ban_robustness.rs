@@ -4,7 +4,7 @@
 //! `{DATE}`, EPOCH, `<SKIPLINES>`), and random filter definitions through
 //! the compiler.
 
-mod fail2ban;
+use crate::fail2ban;
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
