@@ -6,41 +6,42 @@
 
 pub mod control;
 mod fleet;
+mod interfaces;
 pub mod metrics;
 mod reload;
+mod restore;
+mod sources;
 pub mod status;
 
 use std::{
     collections::{BTreeMap, HashMap},
     future::Future,
     path::PathBuf,
-    sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
 use tokio::{
     signal::unix::{SignalKind, signal},
-    sync::{Notify, mpsc, oneshot},
-    task::JoinHandle,
+    sync::{mpsc, oneshot},
 };
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 pub use self::fleet::{EnforcedBans, FleetReport, MemberReport};
+pub use self::restore::JournalRead;
 use self::{
     control::{Call, Request, Response},
     metrics::Histogram,
+    restore::restoration,
+    sources::Followed,
 };
 use crate::{
-    config::{Backend, Config, XdpAction},
+    config::{Config, XdpAction},
     error::{Chain, Error},
     host,
     jail::{self, Engine, Restoration},
-    kernel::{self, Attached, BanTable},
-    source::{
-        DirWatcher, Follower, JournalLocation, JournalMatch, LogBatch, Resume, SourceError,
-        SourceId, follow, follow_journal,
-    },
-    state::{self, AgentLock, Journal, Record, Replay, Snapshot},
+    kernel::{Attached, BanTable},
+    source::{DirWatcher, LogBatch, Resume, SourceId},
+    state::{self, AgentLock, Journal, Record, Snapshot},
 };
 
 /// How often positions and windows are saved, and the journal synced,
@@ -72,46 +73,6 @@ pub struct AgentOptions {
     pub journal: Option<JournalRead>,
 }
 
-/// The ban journal read (compacted when that pays) on a thread of its own.
-#[derive(Debug)]
-pub struct JournalRead {
-    thread: std::thread::JoinHandle<Result<(Replay, u64), Error>>,
-    started: Instant,
-}
-
-impl JournalRead {
-    /// Starts reading the journal of `state_dir` as of `now`.
-    pub fn start(state_dir: &std::path::Path, now: SystemTime) -> Self {
-        let journal = Journal::new(state_dir);
-        Self {
-            thread: std::thread::spawn(move || read_journal(&journal, now)),
-            started: Instant::now(),
-        }
-    }
-
-    /// The replay and the journal's size after it; how long it has been.
-    fn wait(self) -> Result<(Replay, u64, Duration), Error> {
-        let (replay, size) = self
-            .thread
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
-        Ok((replay, size, self.started.elapsed()))
-    }
-}
-
-/// The journal replayed (compacted when that pays), and its size then
-/// (where later records start).
-fn read_journal(journal: &Journal, now: SystemTime) -> Result<(Replay, u64), Error> {
-    match journal.compact_if_worth_it(now) {
-        Ok(done) => Ok(done),
-        Err(e) => {
-            warn!(error = %Chain(&e), "compacting the ban journal failed; reading it as it is");
-            let size = journal.size()?;
-            Ok((journal.replay(now)?, size))
-        }
-    }
-}
-
 /// [`run_agent_with`] with no reload, no XDP management.
 pub async fn run_agent<T: BanTable + 'static>(
     config: &Config,
@@ -119,23 +80,6 @@ pub async fn run_agent<T: BanTable + 'static>(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     run_agent_with(config, table, shutdown, AgentOptions::default()).await
-}
-
-/// A followed source: its task, and how to wake it (files only: journal
-/// sources wake on their own).
-struct Followed {
-    task: JoinHandle<()>,
-    wake: Option<Arc<Notify>>,
-}
-
-/// What following a configuration's sources needs, prepared (fallibly)
-/// before anything changes.
-struct Watch {
-    watcher: DirWatcher,
-    /// A wake-up per log file.
-    wakes: HashMap<PathBuf, Arc<Notify>>,
-    /// Per jail reading the journal: where, and which entries.
-    journals: HashMap<String, (JournalLocation, JournalMatch)>,
 }
 
 struct Agent<T: BanTable> {
@@ -373,177 +317,7 @@ pub async fn run_agent_with<T: BanTable + 'static>(
     Ok(())
 }
 
-/// The journal read and prepared for the engine, off the loop, the bans in
-/// force written through `writers` when the maps are empty; and the
-/// journal's size then (where later records start).
-fn restoration(
-    read: JournalRead,
-    now: SystemTime,
-    maps_empty: bool,
-    counted: &[String],
-    mut writers: Vec<Box<dyn BanTable>>,
-) -> Result<(Restoration, u64), Error> {
-    let (replay, size, read) = read.wait()?;
-    let start = Instant::now();
-    let restoration = if maps_empty && !writers.is_empty() {
-        Restoration::prepare_writing(&replay, now, counted, &mut writers)?
-    } else {
-        Restoration::prepare(&replay, now, maps_empty, counted)
-    };
-    debug!(
-        records = replay.records,
-        read_ms = read.as_millis(),
-        prepared_ms = start.elapsed().as_millis(),
-        "ban journal read"
-    );
-    Ok((restoration, size))
-}
-
 impl<T: BanTable> Agent<T> {
-    /// Jail indexes per source of `config`: each log file, and the
-    /// journal of each jail that reads it.
-    fn source_jails(&self, config: &Config) -> HashMap<SourceId, Vec<usize>> {
-        let mut sources: HashMap<SourceId, Vec<usize>> = HashMap::new();
-        for (i, jail) in config.jails.iter().enumerate() {
-            match jail.backend {
-                Backend::Auto => {
-                    for path in &jail.logpaths {
-                        sources
-                            .entry(SourceId::File(path.clone()))
-                            .or_default()
-                            .push(i);
-                    }
-                }
-                Backend::Systemd => sources
-                    .entry(SourceId::Journal(jail.name.clone()))
-                    .or_default()
-                    .push(i),
-            }
-        }
-        sources
-    }
-
-    /// inotify on the directories of the log files in `sources`, with a
-    /// wake-up per file (followers already running keep theirs); the
-    /// journalmatch of each journal source, parsed. Fallible, and done
-    /// before anything changes, so a reload that cannot watch or parse
-    /// changes nothing.
-    fn watch(&self, config: &Config) -> Result<Watch, Error> {
-        let sources = self.source_jails(config);
-        let mut wakes = HashMap::new();
-        let mut journals = HashMap::new();
-        for (source, jails) in &sources {
-            match source {
-                SourceId::File(path) => {
-                    let wake = self
-                        .followers
-                        .get(source)
-                        .and_then(|f| f.wake.clone())
-                        .unwrap_or_else(|| Arc::new(Notify::new()));
-                    wakes.insert(path.clone(), wake);
-                }
-                SourceId::Journal(name) => {
-                    let Some(jail) = jails.first().and_then(|&i| config.jails.get(i)) else {
-                        continue;
-                    };
-                    let matches = JournalMatch::parse(&jail.journalmatch).map_err(|source| {
-                        SourceError::Journalmatch {
-                            jail: name.clone(),
-                            source,
-                        }
-                    })?;
-                    let location = jail
-                        .journalpath
-                        .clone()
-                        .map_or(JournalLocation::System, JournalLocation::Directory);
-                    journals.insert(name.clone(), (location, matches));
-                }
-            }
-        }
-        let list: Vec<(PathBuf, Arc<Notify>)> =
-            wakes.iter().map(|(p, w)| (p.clone(), w.clone())).collect();
-        let watcher = DirWatcher::new(&list).map_err(|source| SourceError::Watch {
-            path: list.first().map(|(p, _)| p.clone()).unwrap_or_default(),
-            source,
-        })?;
-        Ok(Watch {
-            watcher,
-            wakes,
-            journals,
-        })
-    }
-
-    /// Starts a follower for each source not yet followed, stops those no
-    /// jail reads any more, and installs the new watcher. Infallible: the
-    /// fallible part is [`Agent::watch`]. Returns, per journal started, when
-    /// it has been opened at its starting position (files are opened here).
-    fn follow_logs(&mut self, watch: Watch) -> Vec<oneshot::Receiver<()>> {
-        let mut opening = Vec::new();
-        let sources = self.source_jails(&self.config);
-        self.followers.retain(|source, followed| {
-            let keep = sources.contains_key(source);
-            if !keep {
-                followed.task.abort();
-                info!(%source, "no longer followed");
-            }
-            keep
-        });
-        for (path, wake) in watch.wakes {
-            let source = SourceId::File(path);
-            if self.followers.contains_key(&source) {
-                continue;
-            }
-            let SourceId::File(path) = &source else {
-                continue;
-            };
-            let follower = Follower::open(path, self.snapshot.positions.get(path).copied());
-            let task = tokio::spawn(follow(follower, wake.clone(), self.batches.clone()));
-            self.followers.insert(
-                source,
-                Followed {
-                    task,
-                    wake: Some(wake),
-                },
-            );
-        }
-        for (jail, (location, matches)) in watch.journals {
-            let source = SourceId::Journal(jail.clone());
-            if let Some(old) = self.followers.remove(&source) {
-                // The journalmatch or path may have changed: start afresh
-                // from the last entry handled.
-                old.task.abort();
-            }
-            let cursor = self.snapshot.cursors.get(&jail).cloned();
-            let (opened, is_opened) = oneshot::channel();
-            opening.push(is_opened);
-            let task = tokio::spawn(follow_journal(
-                jail,
-                location,
-                matches,
-                cursor,
-                self.batches.clone(),
-                opened,
-            ));
-            self.followers.insert(source, Followed { task, wake: None });
-        }
-        self.watcher = Some(watch.watcher);
-        for (source, jails) in &sources {
-            let names: Vec<&str> = jails
-                .iter()
-                .map(|&i| self.config.jails[i].name.as_str())
-                .collect();
-            info!(%source, jails = %names.join(","), "following");
-        }
-        // Wake every file follower once: a reload may have added a jail to
-        // a log that has unread lines.
-        self.followers
-            .values()
-            .filter_map(|f| f.wake.as_ref())
-            .for_each(|w| w.notify_one());
-        self.source_jails = sources;
-        opening
-    }
-
     /// Runs a batch through its jails and journals the bans it made;
     /// `true` when a position moved.
     fn handle(&mut self, batch: LogBatch) -> bool {
@@ -578,28 +352,6 @@ impl<T: BanTable> Agent<T> {
             }
             _ => false,
         }
-    }
-
-    /// Takes in the journal read at start.
-    fn restore(&mut self, restoration: Restoration, offset: u64) {
-        let to_write = restoration.to_write();
-        match self.engine.restore(restoration) {
-            Ok(n) if n > 0 => info!(
-                count = n,
-                "bans restored from the journal into the empty maps"
-            ),
-            Ok(_) => {}
-            Err(e) => warn!(error = %Chain(&e), wanted = to_write, "restoring bans failed"),
-        }
-        // Bans met in the maps before the journal was read, missing from it.
-        self.unjournaled.extend(self.engine.take_records());
-        self.write_journal();
-        self.journal_offset = Some(offset);
-        // Whatever was appended since the journal was read.
-        self.read_journal();
-        // Reading a million bans leaves a lot freed: give it back.
-        // SAFETY: malloc_trim only returns free heap memory to the system.
-        unsafe { libc::malloc_trim(0) };
     }
 
     /// Takes in what others appended to the journal since it was last read.
@@ -653,59 +405,6 @@ impl<T: BanTable> Agent<T> {
         self.snapshot.windows = self.engine.export_windows();
         if let Err(e) = self.snapshot.save(&self.config.state_dir) {
             warn!(error = %Chain(&e), "saving log positions failed; a restart may re-read or skip lines");
-        }
-    }
-
-    fn note_interfaces(&mut self) {
-        self.ifindexes = self
-            .config
-            .interfaces
-            .iter()
-            .map(|i| (i.clone(), nix::net::if_::if_nametoindex(i.as_str()).ok()))
-            .collect();
-    }
-
-    /// An interface removed and added again is a new device: its old XDP
-    /// link died with it. Seen on the next tick, it gets the program again.
-    fn check_interfaces(&mut self) {
-        if !self.options.manage_xdp {
-            return;
-        }
-        let mut returned = false;
-        for iface in &self.config.interfaces {
-            let now = nix::net::if_::if_nametoindex(iface.as_str()).ok();
-            let before = self.ifindexes.get(iface).copied().flatten();
-            if now == before {
-                continue;
-            }
-            match now {
-                None => warn!(%iface, "interface gone; XDP is attached again when it returns"),
-                Some(_) => {
-                    info!(%iface, "interface (re)appeared; attaching XDP");
-                    returned = true;
-                }
-            }
-            self.ifindexes.insert(iface.clone(), now);
-        }
-        if returned {
-            let present: Vec<String> = self
-                .config
-                .interfaces
-                .iter()
-                .filter(|i| self.ifindexes.get(*i).copied().flatten().is_some())
-                .cloned()
-                .collect();
-            match kernel::attach(
-                &self.config.bpffs,
-                &present,
-                self.config.xdp_mode,
-                self.config.max_bans,
-            ) {
-                Ok(datapath) => self.options.attached = datapath.attached,
-                Err(e) => {
-                    warn!(error = %Chain(&e), "re-attaching XDP failed; retrying when the interface changes again")
-                }
-            }
         }
     }
 
