@@ -3,204 +3,23 @@
 //! bans when due.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     net::IpAddr,
     time::{Duration, SystemTime},
 };
 
-use serde::Serialize;
 use tracing::{debug, info, warn};
 
-use super::{known::KnownBans, policy::bantime_for, remote::RemoteBans, window::FailureWindow};
+use super::{jail_state::JailState, known::KnownBans, policy::bantime_for, remote::RemoteBans};
 use crate::{
     ban::{Ban, Expiry, Target},
     config::Jail,
     filter::{Found, Host, Matcher, Outcome},
     kernel::{BanTable, BpfError},
     source::SourceId,
-    state::{Record, Replay},
+    state::Record,
     time::{format_duration, from_unix_secs},
 };
-
-/// A jail's failure windows: (address, failure times in ms since the epoch).
-pub type WindowEntries = Vec<(IpAddr, Vec<u64>)>;
-
-/// Counters per jail (fail2ban-client status words).
-#[derive(Debug, Default, Clone, Serialize)]
-pub struct JailStats {
-    pub lines: u64,
-    pub total_failed: u64,
-    pub ignored_lines: u64,
-    pub ignored_addresses: u64,
-    /// Failures from an address whose ban was already in force: counted as
-    /// failures, never as new bans.
-    pub already_banned: u64,
-    /// Failures that named a host name, not an address: counted, never
-    /// resolved, never banned.
-    pub unresolved: u64,
-    pub total_banned: u64,
-    pub ban_errors: u64,
-}
-
-struct JailState {
-    jail: Jail,
-    window: FailureWindow,
-    /// Previous bans per target (for bantime_increment).
-    ban_counts: HashMap<Target, u32>,
-    stats: JailStats,
-}
-
-impl JailState {
-    fn new(jail: Jail) -> Self {
-        Self {
-            window: FailureWindow::new(jail.maxretry, jail.findtime, jail.max_tracked),
-            jail,
-            ban_counts: HashMap::new(),
-            stats: JailStats::default(),
-        }
-    }
-}
-
-/// The journal read and made ready for [`Engine::restore`]: a million bans
-/// are prepared on another thread while the agent already follows its logs,
-/// and after a reboot written into the maps there too
-/// ([`Restoration::prepare_writing`]).
-#[derive(Debug, Default)]
-pub struct Restoration {
-    known: KnownBans,
-    /// Built here, off the agent's loop (a million take a tenth of a second).
-    expiry: BTreeSet<(SystemTime, Target)>,
-    /// Previous bans per target, by jail.
-    counts: HashMap<String, Vec<(Target, u32)>>,
-    /// Fleet members' bans enforced here: (member, jail, target, ban).
-    remote: Vec<(String, String, Target, Ban)>,
-    /// Bans to write to the table: every ban in force when the maps are
-    /// empty (after a reboot), none when they survived (a restart: the maps
-    /// are the truth, and may carry bans set while the agent was down).
-    to_write: Vec<(Target, Ban)>,
-    /// Bans already written by [`Restoration::prepare_writing`], of how many.
-    written: usize,
-    wanted: usize,
-}
-
-impl Restoration {
-    /// `counted`: the jails whose repeat counts matter (`bantime_increment`).
-    pub fn prepare(replay: &Replay, now: SystemTime, maps_empty: bool, counted: &[String]) -> Self {
-        let mut r = Self::prepare_known(replay, now, counted);
-        if maps_empty {
-            r.to_write = Self::bans_in_force(replay, now);
-        }
-        r
-    }
-
-    /// [`Restoration::prepare`] for empty maps, the bans in force written
-    /// into `tables` (other handles on the engine's table) meanwhile, each
-    /// writing its share on a thread of its own: the maps fill while the
-    /// rest is prepared.
-    pub fn prepare_writing(
-        replay: &Replay,
-        now: SystemTime,
-        counted: &[String],
-        tables: &mut [Box<dyn BanTable>],
-    ) -> Result<Self, BpfError> {
-        let to_write = Self::bans_in_force(replay, now);
-        let share = to_write.len().div_ceil(tables.len().max(1)).max(1);
-        let (mut r, written) = std::thread::scope(|s| {
-            let writers: Vec<_> = tables
-                .iter_mut()
-                .zip(to_write.chunks(share))
-                .map(|(table, bans)| s.spawn(move || table.insert_many(bans)))
-                .collect();
-            let r = Self::prepare_known(replay, now, counted);
-            let written: Vec<_> = writers
-                .into_iter()
-                .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect();
-            (r, written)
-        });
-        for n in written {
-            r.written += n?;
-        }
-        r.wanted = to_write.len();
-        Ok(r)
-    }
-
-    /// Everything but the bans to write: repeat counts, the bans known in
-    /// force, their expiry queue, members' bans.
-    fn prepare_known(replay: &Replay, now: SystemTime, counted: &[String]) -> Self {
-        let mut r = Self::default();
-        for jail in counted {
-            let counts: Vec<(Target, u32)> = replay.counts(jail).into_iter().collect();
-            if !counts.is_empty() {
-                r.counts.insert(jail.clone(), counts);
-            }
-        }
-        r.known.reserve(replay.bans.len());
-        let mut expiry = Vec::with_capacity(replay.bans.len());
-        for (target, entry) in replay.active(now) {
-            let ban = replay.ban(entry);
-            if let Expiry::At(t) = ban.expiry {
-                expiry.push((t, target));
-            }
-            r.known.remember(target, &ban, replay.jail(entry));
-        }
-        for (origin, target, entry) in replay.active_remote(now) {
-            let ban = replay.ban(entry);
-            if let Expiry::At(t) = ban.expiry {
-                expiry.push((t, target));
-            }
-            r.remote.push((
-                origin.to_owned(),
-                replay.jail(entry).to_owned(),
-                target,
-                ban,
-            ));
-        }
-        // Sorted first: a set built from a sorted run is built in one pass.
-        expiry.sort_unstable();
-        r.expiry = expiry.into_iter().collect();
-        r
-    }
-
-    /// Every ban in force, own and members', one value per target (an own
-    /// ban and members' on the same target as their union).
-    fn bans_in_force(replay: &Replay, now: SystemTime) -> Vec<(Target, Ban)> {
-        let mut bans: Vec<(Target, Ban)> = Vec::with_capacity(replay.bans.len());
-        bans.extend(replay.active(now).map(|(t, e)| (t, replay.ban(e))));
-        let own = bans.len();
-        bans.extend(
-            replay
-                .active_remote(now)
-                .map(|(_, t, e)| (t, replay.ban(e))),
-        );
-        if bans.len() > own {
-            bans.sort_by_key(|(t, _)| *t);
-            bans.dedup_by(|(t, b), (kept_t, kept)| {
-                let same = t == kept_t;
-                if same {
-                    *kept = kept.merge(b);
-                }
-                same
-            });
-        }
-        bans
-    }
-
-    /// Bans it will write (or wrote).
-    pub fn to_write(&self) -> usize {
-        self.wanted + self.to_write.len()
-    }
-}
-
-/// The names of `jails` whose repeat counts a restore reads
-/// (`bantime_increment`).
-pub fn counted_jails<'a>(jails: impl IntoIterator<Item = &'a Jail>) -> Vec<String> {
-    jails
-        .into_iter()
-        .filter(|j| j.bantime_increment)
-        .map(|j| j.name.clone())
-        .collect()
-}
 
 /// A change to this server's own bans that the engine learned from the
 /// journal (`jailer ban`/`unban`), for the fleet to publish.
@@ -225,7 +44,7 @@ pub struct BanEvent {
 
 /// Jails, the ban table they write to, and the expiry queue.
 pub struct Engine<T: BanTable> {
-    jails: Vec<JailState>,
+    pub(super) jails: Vec<JailState>,
     pub(super) table: T,
     /// This server's own bans in force, as far as this engine knows.
     pub(super) known: KnownBans,
@@ -245,14 +64,14 @@ pub struct Engine<T: BanTable> {
     shared: Vec<(String, IpAddr, SystemTime)>,
     /// Each jail's matcher, per source (fail2ban filters keep state across
     /// a stream's lines), indexed by jail.
-    matchers: HashMap<SourceId, Vec<Option<Matcher>>>,
+    pub(super) matchers: HashMap<SourceId, Vec<Option<Matcher>>>,
     unbans: u64,
     /// Until the journal is read ([`Engine::restore`]): bans found in the
     /// table that the engine did not know, with the jail that met them. A
     /// ban the journal does not hold (the agent was killed between the map
     /// write and the journal append) is journaled then, once; after, one is
     /// journaled when met.
-    unconfirmed: Option<Vec<(Target, String)>>,
+    pub(super) unconfirmed: Option<Vec<(Target, String)>>,
 }
 
 impl<T: BanTable> Engine<T> {
@@ -274,38 +93,6 @@ impl<T: BanTable> Engine<T> {
         }
     }
 
-    /// Applies a new set of jails (reload): jails that keep their name keep
-    /// their failure windows, counters and ban history; new ones start empty;
-    /// removed ones are dropped. Bans in the table are not touched.
-    pub fn reconfigure(&mut self, jails: Vec<Jail>) {
-        let mut old: HashMap<String, JailState> = self
-            .jails
-            .drain(..)
-            .map(|j| (j.jail.name.clone(), j))
-            .collect();
-        for jail in jails {
-            let state = match old.remove(&jail.name) {
-                Some(mut state) => {
-                    if state.jail.maxretry != jail.maxretry
-                        || state.jail.findtime != jail.findtime
-                        || state.jail.max_tracked != jail.max_tracked
-                    {
-                        let mut window =
-                            FailureWindow::new(jail.maxretry, jail.findtime, jail.max_tracked);
-                        window.import(state.window.export());
-                        state.window = window;
-                    }
-                    state.jail = jail;
-                    state
-                }
-                None => JailState::new(jail),
-            };
-            self.jails.push(state);
-        }
-        // Jail indexes changed: matchers start afresh.
-        self.matchers.clear();
-    }
-
     /// The top-level `ignoreip`: never banned by a fleet member's ban.
     pub fn set_ignoreip(&mut self, ignoreip: Vec<Target>) {
         self.ignoreip = ignoreip;
@@ -314,35 +101,6 @@ impl<T: BanTable> Engine<T> {
     /// This host's addresses, never banned by a jail with `ignoreself`.
     pub fn set_own_addresses(&mut self, own: HashSet<IpAddr>) {
         self.own = own;
-    }
-
-    /// Jail names, in order.
-    /// The jails whose repeat counts a restore reads (`bantime_increment`).
-    pub fn counted_jails(&self) -> Vec<String> {
-        counted_jails(self.jails.iter().map(|j| &j.jail))
-    }
-
-    pub fn jail_names(&self) -> Vec<String> {
-        self.jails.iter().map(|j| j.jail.name.clone()).collect()
-    }
-
-    /// Per jail: (name, counters, addresses with failures in their window,
-    /// targets it banned that are in force at `now`).
-    pub fn jail_report(&self, now: SystemTime) -> Vec<(String, JailStats, usize, Vec<Target>)> {
-        let mut by_jail: HashMap<&str, Vec<Target>> = HashMap::new();
-        for (target, jails) in self.known.in_force(now) {
-            for jail in jails {
-                by_jail.entry(jail).or_default().push(target);
-            }
-        }
-        self.jails
-            .iter()
-            .map(|j| {
-                let mut banned = by_jail.remove(j.jail.name.as_str()).unwrap_or_default();
-                banned.sort_unstable();
-                (j.jail.name.clone(), j.stats.clone(), j.window.len(), banned)
-            })
-            .collect()
     }
 
     /// Bans in force at `now` — all jails, manual ones and fleet members'
@@ -423,120 +181,6 @@ impl<T: BanTable> Engine<T> {
     /// Journal records of the bans made since the last call.
     pub fn take_records(&mut self) -> Vec<Record> {
         std::mem::take(&mut self.pending)
-    }
-
-    /// Takes in what the journal says ([`Restoration::prepare`], built off
-    /// the agent's loop): repeat-offence counts, the bans in force (for
-    /// expiry, status, "already banned"), and after a reboot the bans
-    /// themselves, written in batches (unless
-    /// [`Restoration::prepare_writing`] wrote them). What the engine learned
-    /// since the journal was read is newer and kept; bans it met in the table
-    /// meanwhile that the journal lacks are queued for the journal
-    /// ([`Engine::take_records`]). Returns how many bans were written.
-    pub fn restore(&mut self, r: Restoration) -> Result<usize, BpfError> {
-        for (jail, counts) in r.counts {
-            // Only bantime_increment reads them: other jails keep none.
-            let Some(j) = self
-                .jails
-                .iter_mut()
-                .find(|j| j.jail.name == jail && j.jail.bantime_increment)
-            else {
-                continue;
-            };
-            for (target, n) in counts {
-                let count = j.ban_counts.entry(target).or_default();
-                *count = (*count).max(n);
-            }
-        }
-        // Bans met in the table before the journal was read, and not in it.
-        let now = SystemTime::now();
-        let mut missing = 0;
-        let remote: HashSet<Target> = r.remote.iter().map(|(_, _, t, _)| *t).collect();
-        for (target, jail) in self.unconfirmed.take().unwrap_or_default() {
-            // Journaled as this server's, or as a fleet member's.
-            if r.known.get(target).is_some() || remote.contains(&target) {
-                continue;
-            }
-            if let Ok(Some(ban)) = self.table.get(target)
-                && ban.expiry.is_active(now)
-            {
-                self.pending.push(Record::ban(target, &jail, &ban, now));
-                missing += 1;
-            }
-        }
-        if missing > 0 {
-            info!(
-                count = missing,
-                "bans in the maps were missing from the journal (set just before the agent stopped): journaled"
-            );
-        }
-        self.known.absorb(r.known);
-        for (origin, jail, target, ban) in r.remote {
-            // A member may protect ports no jail here does.
-            self.table.protect(&ban.ports)?;
-            self.remember_remote(&origin, &jail, target, ban);
-        }
-        if self.expiry.is_empty() {
-            self.expiry = r.expiry;
-        } else {
-            let mut expiry = r.expiry;
-            expiry.append(&mut self.expiry);
-            self.expiry = expiry;
-        }
-        let mut written = r.written;
-        if !r.to_write.is_empty() {
-            written += self.table.insert_many(&r.to_write)?;
-        }
-        let wanted = r.wanted + r.to_write.len();
-        if written < wanted {
-            warn!(
-                written,
-                wanted, "ban map full: not every ban could be restored"
-            );
-        }
-        Ok(written)
-    }
-
-    /// Failure windows, for the snapshot.
-    pub fn export_windows(&self) -> BTreeMap<String, WindowEntries> {
-        self.jails
-            .iter()
-            .map(|j| (j.jail.name.clone(), j.window.export()))
-            .collect()
-    }
-
-    /// Failure windows from the snapshot. A failure time later than `now`
-    /// (a damaged snapshot, a clock set back) counts as `now`, as a line
-    /// dated in the future does: never a window that outlives findtime.
-    pub fn import_windows(
-        &mut self,
-        mut windows: BTreeMap<String, WindowEntries>,
-        now: SystemTime,
-    ) {
-        let now_ms = now
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        for j in &mut self.jails {
-            if let Some(mut w) = windows.remove(&j.jail.name) {
-                for (_, times) in &mut w {
-                    times.iter_mut().for_each(|t| *t = (*t).min(now_ms));
-                }
-                j.window.import(w);
-            }
-        }
-    }
-
-    /// Stats per jail: (name, counters, addresses tracked).
-    pub fn stats(&self) -> Vec<(String, JailStats, usize)> {
-        self.jails
-            .iter()
-            .map(|j| (j.jail.name.clone(), j.stats.clone(), j.window.len()))
-            .collect()
-    }
-
-    /// Windows evicted to bound memory, all jails.
-    pub fn evictions(&self) -> u64 {
-        self.jails.iter().map(|j| j.window.evictions()).sum()
     }
 
     /// Whether a ban covering `probe` is in force on `target`: first what
@@ -799,59 +443,17 @@ impl<T: BanTable> Engine<T> {
 
 #[cfg(test)]
 mod tests {
-    use std::{path::Path, sync::Arc};
-
     use super::*;
     use crate::{
         ban::PortSet,
-        filter::{Filter, FilterContext},
+        jail::{
+            Restoration,
+            test_support::{jail, line, log, target},
+        },
         kernel::MemBanTable,
         state::Journal,
-        time::{from_unix_secs, unix_secs},
+        time::unix_secs,
     };
-
-    fn log() -> SourceId {
-        SourceId::File("/var/log/mail.log".into())
-    }
-
-    fn jail(maxretry: u32, ports: &[&str]) -> Jail {
-        let ports = PortSet::parse(ports).unwrap();
-        let ctx = FilterContext {
-            base: Path::new("."),
-            fail2ban_dir: Path::new("/etc/fail2ban"),
-            ports: Some(&ports),
-            journal: false,
-        };
-        Jail {
-            name: "vpopmail".into(),
-            filter: Arc::new(Filter::load("vpopmail", &ctx).unwrap()),
-            logpaths: vec!["/var/log/mail.log".into()],
-            unmatched_globs: Vec::new(),
-            backend: crate::config::Backend::Auto,
-            journalmatch: String::new(),
-            journalpath: None,
-            ports,
-            maxretry,
-            findtime: Duration::from_secs(600),
-            bantime: Some(Duration::from_secs(3600)),
-            ignoreip: vec!["192.0.2.0/24".parse().unwrap()],
-            ignoreself: true,
-            ban_prefix_v6: 128,
-            max_tracked: 1000,
-            bantime_increment: true,
-            bantime_factor: 1.0,
-            bantime_max: Some(Duration::from_secs(4 * 3600)),
-            shared_failures: false,
-        }
-    }
-
-    fn target(text: &str) -> Target {
-        text.parse().unwrap()
-    }
-
-    fn line(ip: &str) -> String {
-        format!("vpopmail[1]: vchkpw-pop3: password fail bob@example.com:{ip}")
-    }
 
     fn lapse(e: &Engine<MemBanTable>, t: Target) {
         e.table()
@@ -1123,47 +725,6 @@ mod tests {
         assert_eq!(e.expire(now + Duration::from_secs(3601)), [ip]);
         assert!(e.table().bans().is_empty());
         assert_eq!(e.next_expiry(), None);
-    }
-
-    #[test]
-    fn restore_puts_unexpired_bans_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal = Journal::new(dir.path());
-        let now = SystemTime::now();
-        let rec = |ip: &str, until: Option<u64>| Record::Ban {
-            addr: target(ip),
-            jail: "vpopmail".into(),
-            ports: PortSet::only(&[110]),
-            until,
-            at: unix_secs(now) - 10,
-            monitor: false,
-            origin: None,
-        };
-        journal
-            .append(
-                &[
-                    rec("203.0.113.7", Some(unix_secs(now) + 600)),
-                    rec("203.0.113.8", Some(unix_secs(now) - 1)),
-                    rec("2001:db8::1", None),
-                ],
-                false,
-            )
-            .unwrap();
-        let replay = journal.replay(now).unwrap();
-        let mut e = Engine::new(vec![jail(3, &["pop3"])], MemBanTable::default());
-        assert_eq!(
-            e.restore(Restoration::prepare(&replay, now, true, &e.counted_jails()))
-                .unwrap(),
-            2
-        );
-        let bans = e.table().bans();
-        assert!(bans.contains_key(&target("203.0.113.7")));
-        assert!(!bans.contains_key(&target("203.0.113.8")));
-        assert_eq!(bans[&target("2001:db8::1")].expiry, Expiry::Never);
-        assert_eq!(
-            bans[&target("203.0.113.7")].expiry,
-            Expiry::At(from_unix_secs(unix_secs(now) + 600))
-        );
     }
 
     #[test]
