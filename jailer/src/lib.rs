@@ -30,6 +30,8 @@ pub mod jail;
 pub mod kernel;
 pub mod source;
 pub mod state;
+#[cfg(test)]
+mod test_files;
 pub mod time;
 
 pub use crate::agent::{AgentOptions, run_agent, run_agent_with};

@@ -321,13 +321,8 @@ mod tests {
     use std::{fs, time::Duration};
 
     use super::*;
+    use crate::test_files::write;
     use crate::{ban::PortSet, config::Config};
-
-    fn write(dir: &Path, name: &str, text: &str) {
-        let path = dir.join(name);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, text).unwrap();
-    }
 
     /// A small fail2ban configuration exercising each mapping.
     fn fail2ban_dir() -> tempfile::TempDir {

@@ -235,12 +235,7 @@ mod tests {
     use std::fs;
 
     use super::*;
-
-    fn write(dir: &Path, name: &str, text: &str) {
-        let path = dir.join(name);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, text).unwrap();
-    }
+    use crate::test_files::write;
 
     fn regexes(lines: &[Sourced]) -> Vec<&str> {
         lines.iter().map(|l| l.value.as_str()).collect()

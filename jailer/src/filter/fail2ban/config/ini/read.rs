@@ -303,14 +303,7 @@ mod tests {
     use std::fs;
 
     use super::*;
-
-    fn write(dir: &Path, name: &str, text: &str) {
-        let path = dir.join(name);
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).unwrap();
-        }
-        fs::write(path, text).unwrap();
-    }
+    use crate::test_files::write;
 
     fn value(ini: &Ini, section: &str, option: &str) -> String {
         ini.get(section, option, None)

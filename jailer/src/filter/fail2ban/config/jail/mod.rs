@@ -370,15 +370,8 @@ fn filter_error(header: &Origin, jail: &str, source: FilterError) -> JailError {
 
 #[cfg(test)]
 mod tests {
-    use std::fs;
-
     use super::*;
-
-    fn write(dir: &Path, name: &str, text: &str) {
-        let path = dir.join(name);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, text).unwrap();
-    }
+    use crate::test_files::write;
 
     const FILTER: &str = "[Definition]\nfailregex = ^fail <HOST>$\n            <mdre-<mode>>\n\
         mdre-normal =\nmdre-aggressive = ^aggr <HOST>$\nmode = normal\nmaxlines = 1\n\
