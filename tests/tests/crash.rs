@@ -7,7 +7,7 @@
 use std::{
     collections::HashMap,
     fs,
-    path::Path,
+    path::{Path, PathBuf},
     thread,
     time::{Duration, Instant},
 };
@@ -25,6 +25,34 @@ use jailer_tests::{
 
 const BIN: &str = env!("CARGO_BIN_EXE_jailer-under-test");
 
+/// The agent's config in `dir` (one vpopmail jail on an empty log, banning
+/// for 1 h after `maxretry` failures in 10 min): its path, the log's, the
+/// state directory's.
+fn write_config(
+    dir: &Path,
+    net: &Pair,
+    bpffs: &TempBpffs,
+    maxretry: u32,
+) -> (PathBuf, PathBuf, PathBuf) {
+    let log = dir.join("mail.log");
+    let state = dir.join("state");
+    fs::write(&log, "").unwrap();
+    let config = dir.join("jailer.toml");
+    fs::write(
+        &config,
+        format!(
+            "interface = \"{}\"\nxdp_mode = \"generic\"\nbpffs = \"{}\"\nstate_dir = \"{}\"\n\
+             [jails.vpopmail]\nfilter = \"vpopmail\"\nlogpath = \"{}\"\nmaxretry = {maxretry}\nfindtime = \"10m\"\nbantime = \"1h\"\n",
+            net.iface,
+            bpffs.pins().display(),
+            state.display(),
+            log.display()
+        ),
+    )
+    .unwrap();
+    (config, log, state)
+}
+
 fn total_failed(state_dir: &Path) -> u64 {
     match control::ask(state_dir, &Request::Status) {
         Ok(Some(Response::Status { status })) => status.jails[0].total_failed.unwrap_or(0),
@@ -39,22 +67,7 @@ fn kill_9_mid_stream_counts_every_line_once() {
     let net = Pair::new(193);
     let bpffs = TempBpffs::new();
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("mail.log");
-    let state = dir.path().join("state");
-    fs::write(&log, "").unwrap();
-    let config = dir.path().join("jailer.toml");
-    fs::write(
-        &config,
-        format!(
-            "interface = \"{}\"\nxdp_mode = \"generic\"\nbpffs = \"{}\"\nstate_dir = \"{}\"\n\
-             [jails.vpopmail]\nfilter = \"vpopmail\"\nlogpath = \"{}\"\nmaxretry = 3\nfindtime = \"10m\"\nbantime = \"1h\"\n",
-            net.iface,
-            bpffs.pins().display(),
-            state.display(),
-            log.display()
-        ),
-    )
-    .unwrap();
+    let (config, log, state) = write_config(dir.path(), &net, &bpffs, 3);
     let a: Vec<String> = (1..=20).map(|i| format!("10.193.1.{i}")).collect();
     let b: Vec<String> = (1..=20).map(|i| format!("10.193.2.{i}")).collect();
     let c: Vec<String> = (1..=20).map(|i| format!("10.193.3.{i}")).collect();
@@ -191,22 +204,7 @@ fn kill_9_during_a_ban_storm_journals_no_ban_twice() {
     let net = Pair::new(191);
     let bpffs = TempBpffs::new();
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("mail.log");
-    let state = dir.path().join("state");
-    fs::write(&log, "").unwrap();
-    let config = dir.path().join("jailer.toml");
-    fs::write(
-        &config,
-        format!(
-            "interface = \"{}\"\nxdp_mode = \"generic\"\nbpffs = \"{}\"\nstate_dir = \"{}\"\n\
-             [jails.vpopmail]\nfilter = \"vpopmail\"\nlogpath = \"{}\"\nmaxretry = 1\nfindtime = \"10m\"\nbantime = \"1h\"\n",
-            net.iface,
-            bpffs.pins().display(),
-            state.display(),
-            log.display()
-        ),
-    )
-    .unwrap();
+    let (config, log, state) = write_config(dir.path(), &net, &bpffs, 1);
     let attackers: Vec<String> = (0..ATTACKERS)
         .map(|i| {
             format!(
