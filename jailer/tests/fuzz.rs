@@ -223,7 +223,7 @@ fn seed_corpus_verdicts() {
 /// The replay's clock: fixed, so expiry is decided the same way every run.
 const NOW: u64 = 1_800_000_000;
 /// The clock skew the journal tolerates on a record's own times
-/// (`state/journal.rs`): `at` up to a day ahead, `until` up to ten years and
+/// (`state/journal/parser.rs`): `at` up to a day ahead, `until` up to ten years and
 /// a day after `at`.
 const SKEW: u64 = 86_400;
 

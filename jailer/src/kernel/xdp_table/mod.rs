@@ -4,27 +4,25 @@
 //! Ban values are written once and only read by the datapath. Per-ban drop
 //! counts live apart, in the per-CPU `DROPS` slots (see
 //! [`jailer_common::DropSlot`]): a ban's count is the sum, over CPUs, of
-//! the slots at [`drop_slot`]`(`[`drop_tag`]`(target))` that hold its tag.
+//! the slots at [`drop_slot`](jailer_common::drop_slot)`(`[`drop_tag`]`(target))`
+//! that hold its tag.
 
-use std::{collections::HashSet, net::IpAddr, path::Path};
+mod drops;
+mod maps;
 
-use aya::{
-    Ebpf,
-    maps::{
-        Array, HashMap, IterableMap as _, LpmTrie, Map, MapData, MapError, PerCpuArray,
-        PerCpuValues, lpm_trie::Key,
-    },
+use std::{collections::HashSet, net::IpAddr};
+
+use aya::maps::{
+    Array, HashMap, IterableMap as _, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key,
 };
 use jailer_common::{
-    BAN_MONITOR, BanKeyV4, BanKeyV6, BanValue, DROP_SLOTS, DropSlot, NetV4, NetV6,
-    SETTINGS_MONITOR, drop_slot, map_names, setting, tag_v4_host, tag_v4_net, tag_v6_host,
-    tag_v6_net, v6_halves,
+    BAN_MONITOR, BanKeyV4, BanKeyV6, BanValue, DropSlot, NetV4, NetV6, SETTINGS_MONITOR, map_names,
+    setting,
 };
 
+pub use self::drops::{DropCounts, drop_tag};
 use super::{
-    BpfError,
-    attach::load_object,
-    batch,
+    BpfError, batch,
     clock::Clocks,
     table::{BanTable, map_err},
 };
@@ -55,58 +53,6 @@ fn decode(v: &BanValue, clocks: &Clocks) -> Ban {
 
 type Trie4 = LpmTrie<MapData, NetV4, BanValue>;
 type Trie6 = LpmTrie<MapData, NetV6, BanValue>;
-
-/// The number of possible CPUs: how many values a per-CPU map holds per key.
-pub(super) fn possible_cpus() -> Result<usize, BpfError> {
-    aya::util::nr_cpus().map_err(|(path, source)| BpfError::Cpus {
-        path: path.into(),
-        source,
-    })
-}
-
-/// The tag the datapath counts `target`'s drops under (the same function
-/// of the same key: `jailer_common::tag_*`).
-pub fn drop_tag(target: Target) -> u64 {
-    let len = u32::from(target.prefix_len());
-    match (target.addr(), target.is_host()) {
-        (IpAddr::V4(a), true) => tag_v4_host(a.octets()),
-        (IpAddr::V4(a), false) => tag_v4_net(a.octets(), len),
-        (IpAddr::V6(a), true) => {
-            let (hi, lo) = v6_halves(a.octets());
-            tag_v6_host(hi, lo)
-        }
-        (IpAddr::V6(a), false) => {
-            let (hi, lo) = v6_halves(a.octets());
-            tag_v6_net(hi, lo, len)
-        }
-    }
-}
-
-/// Every CPU's `DROPS` slots, read at once: `cpus` slots per index, index
-/// after index.
-pub struct DropCounts {
-    slots: Vec<DropSlot>,
-    cpus: usize,
-}
-
-impl DropCounts {
-    /// The drops counted under `tag`, summed over CPUs.
-    pub fn of(&self, tag: u64) -> u64 {
-        let i = drop_slot(tag) as usize * self.cpus;
-        self.slots
-            .get(i..i + self.cpus)
-            .map_or(0, |cpus| sum_tag(cpus, tag))
-    }
-}
-
-/// The counts of `tag` in one index's per-CPU slots.
-fn sum_tag(slots: &[DropSlot], tag: u64) -> u64 {
-    slots.iter().filter(|s| s.tag == tag).map(|s| s.drops).sum()
-}
-
-/// Above this many tags to clear at once, `DROPS` is read and written in
-/// batches instead of a lookup (and an update) per tag.
-const CLEAR_ONE_BY_ONE: usize = 256;
 
 /// The pinned kernel ban maps.
 pub struct XdpBanTable {
@@ -213,111 +159,6 @@ fn found<V>(r: Result<V, MapError>, map: &'static str) -> Result<Option<V>, BpfE
 }
 
 impl XdpBanTable {
-    /// Takes the ban maps out of a loaded object (tests and tools that load
-    /// the program themselves, unpinned).
-    pub fn from_ebpf(ebpf: &mut Ebpf) -> Result<Self, BpfError> {
-        Self::from_source(|name| {
-            ebpf.take_map(name).ok_or_else(|| BpfError::Map {
-                map: name,
-                source: MapError::InvalidName {
-                    name: name.to_owned(),
-                },
-            })
-        })
-    }
-
-    fn from_source(
-        mut take: impl FnMut(&'static str) -> Result<Map, BpfError>,
-    ) -> Result<Self, BpfError> {
-        let cap = |m: &Map, name| match m {
-            Map::HashMap(d) | Map::LpmTrie(d) => {
-                d.info().map(|i| i.max_entries()).map_err(map_err(name))
-            }
-            _ => Ok(0),
-        };
-        let (v4, v6) = (take(map_names::BANS_V4)?, take(map_names::BANS_V6)?);
-        let (n4, n6) = (take(map_names::BANS_V4_NET)?, take(map_names::BANS_V6_NET)?);
-        let capacity = [
-            cap(&v4, map_names::BANS_V4)?,
-            cap(&v6, map_names::BANS_V6)?,
-            cap(&n4, map_names::BANS_V4_NET)?,
-            cap(&n6, map_names::BANS_V6_NET)?,
-        ];
-        Ok(Self {
-            v4: v4.try_into().map_err(map_err(map_names::BANS_V4))?,
-            v6: v6.try_into().map_err(map_err(map_names::BANS_V6))?,
-            v4_net: n4.try_into().map_err(map_err(map_names::BANS_V4_NET))?,
-            v6_net: n6.try_into().map_err(map_err(map_names::BANS_V6_NET))?,
-            drops: take(map_names::DROPS)?
-                .try_into()
-                .map_err(map_err(map_names::DROPS))?,
-            cpus: possible_cpus()?,
-            settings: take(map_names::SETTINGS)?
-                .try_into()
-                .map_err(map_err(map_names::SETTINGS))?,
-            ports: take(map_names::PORTS)?
-                .try_into()
-                .map_err(map_err(map_names::PORTS))?,
-            marked: HashSet::new(),
-            any_port_marked: false,
-            capacity,
-        })
-    }
-
-    /// A second handle on the same maps (the same kernel objects, opened
-    /// again by id).
-    pub fn reopen(&self) -> Result<Self, BpfError> {
-        let maps: [(&str, &MapData); 7] = [
-            (map_names::BANS_V4, self.v4.map()),
-            (map_names::BANS_V6, self.v6.map()),
-            (map_names::BANS_V4_NET, self.v4_net.map()),
-            (map_names::BANS_V6_NET, self.v6_net.map()),
-            (map_names::DROPS, self.drops.map()),
-            (map_names::SETTINGS, self.settings.map()),
-            (map_names::PORTS, self.ports.map()),
-        ];
-        Self::from_source(|name| {
-            let data = maps
-                .iter()
-                .find_map(|(n, d)| (*n == name).then_some(*d))
-                .ok_or_else(|| {
-                    map_err(name)(MapError::InvalidName {
-                        name: name.to_owned(),
-                    })
-                })?;
-            data.info()
-                .and_then(|info| MapData::from_id(info.id()))
-                .and_then(Map::from_map_data)
-                .map_err(map_err(name))
-        })
-    }
-
-    /// Opens the pinned maps; when nothing is pinned yet, creates and pins
-    /// them (without attaching) so bans set before the agent starts are
-    /// kept. The flag says whether they were just created.
-    pub fn open(bpffs: &Path) -> Result<(Self, bool), BpfError> {
-        if map_names::ALL.iter().all(|n| bpffs.join(n).exists()) {
-            let table = Self::from_source(|name| {
-                MapData::from_pin(bpffs.join(name))
-                    .and_then(Map::from_map_data)
-                    .map_err(map_err(name))
-            })?;
-            return Ok((table, false));
-        }
-        let mut ebpf = load_object(bpffs, None)?;
-        Ok((Self::from_ebpf(&mut ebpf)?, true))
-    }
-
-    /// Opens the pinned maps, failing when there are none.
-    pub fn open_existing(bpffs: &Path) -> Result<Self, BpfError> {
-        if !bpffs.join(map_names::BANS_V4).exists() {
-            return Err(BpfError::NotPinned {
-                path: bpffs.to_owned(),
-            });
-        }
-        Self::open(bpffs).map(|(t, _)| t)
-    }
-
     fn set(&mut self, slot: u32, value: u32) -> Result<(), BpfError> {
         self.settings
             .set(slot, value, 0)
@@ -361,106 +202,6 @@ impl XdpBanTable {
             Slot::Net6(k) => found(self.v6_net.get(&k, 0), map_names::BANS_V6_NET).map(exact),
         }
     }
-
-    /// Every CPU's values at one `DROPS` index.
-    fn drop_slots(&self, index: u32) -> Result<PerCpuValues<DropSlot>, BpfError> {
-        self.drops.get(&index, 0).map_err(map_err(map_names::DROPS))
-    }
-
-    /// The drops counted for `target` (one lookup of its `DROPS` index).
-    pub fn drops_of(&self, target: Target) -> Result<u64, BpfError> {
-        let tag = drop_tag(target);
-        Ok(sum_tag(&self.drop_slots(drop_slot(tag))?, tag))
-    }
-
-    /// Every `DROPS` slot of every CPU, in batches (about 2 ms for 2 CPUs'
-    /// 65536 slots here, against about 60 ms for one lookup per index).
-    pub fn drop_counts(&self) -> Result<DropCounts, BpfError> {
-        let (keys, values) = batch::lookup_all::<u32, DropSlot>(self.drops.map(), self.cpus)
-            .map_err(|source| BpfError::Batch {
-                map: map_names::DROPS,
-                op: "batch lookup",
-                source,
-            })?;
-        let mut slots = vec![DropSlot::default(); DROP_SLOTS as usize * self.cpus];
-        for (k, v) in keys.iter().zip(values.chunks_exact(self.cpus)) {
-            let i = *k as usize * self.cpus;
-            if let Some(dst) = slots.get_mut(i..i + self.cpus) {
-                dst.copy_from_slice(v);
-            }
-        }
-        Ok(DropCounts {
-            slots,
-            cpus: self.cpus,
-        })
-    }
-
-    /// Forgets the drops counted under `tags` (their bans are gone: a new
-    /// ban on the same target starts at zero). Slots another ban took over
-    /// are left alone.
-    fn clear_drops(&mut self, tags: &[u64]) -> Result<(), BpfError> {
-        if tags.len() <= CLEAR_ONE_BY_ONE {
-            for &tag in tags {
-                let index = drop_slot(tag);
-                let mut slots = self.drop_slots(index)?.to_vec();
-                if clear_tag(&mut slots, tag) {
-                    let values = PerCpuValues::try_from(slots).map_err(|io_error| {
-                        map_err(map_names::DROPS)(MapError::from(aya::sys::SyscallError {
-                            call: "nr_cpus",
-                            io_error,
-                        }))
-                    })?;
-                    self.drops
-                        .set(index, values, 0)
-                        .map_err(map_err(map_names::DROPS))?;
-                }
-            }
-            return Ok(());
-        }
-        // Many (a bulk unban): read every slot once, write back the indexes
-        // that changed.
-        let mut all = self.drop_counts()?;
-        let cpus = self.cpus;
-        let (mut keys, mut values) = (Vec::new(), Vec::new());
-        let mut indexes: Vec<u32> = tags.iter().map(|&t| drop_slot(t)).collect();
-        indexes.sort_unstable();
-        indexes.dedup();
-        let mut tags = tags.to_vec();
-        tags.sort_unstable_by_key(|&t| drop_slot(t));
-        for index in indexes {
-            let i = index as usize * cpus;
-            let slots = &mut all.slots[i..i + cpus];
-            let lo = tags.partition_point(|&t| drop_slot(t) < index);
-            let hi = tags.partition_point(|&t| drop_slot(t) <= index);
-            let mut changed = false;
-            for &tag in &tags[lo..hi] {
-                changed |= clear_tag(slots, tag);
-            }
-            if changed {
-                keys.push(index);
-                values.extend_from_slice(slots);
-            }
-        }
-        let (_, err) = batch::update(self.drops.map(), &keys, &values, cpus);
-        match err {
-            None => Ok(()),
-            Some(source) => Err(BpfError::Batch {
-                map: map_names::DROPS,
-                op: "batch update",
-                source,
-            }),
-        }
-    }
-}
-
-/// Zeroes the slots holding `tag`; whether any did.
-fn clear_tag(slots: &mut [DropSlot], tag: u64) -> bool {
-    let mut changed = false;
-    for s in slots.iter_mut().filter(|s| s.tag == tag) {
-        *s = DropSlot::default();
-        changed = true;
-    }
-    changed
 }
 
 impl BanTable for XdpBanTable {
