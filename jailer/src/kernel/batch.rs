@@ -83,7 +83,7 @@ fn fd(map: &MapData) -> u32 {
 /// Writes `keys[i] -> values[i * per_key..][..per_key]`. Returns how many
 /// were written and the error that stopped it, if any (a full map stops it
 /// part way). A batch the kernel's allocator could not keep up with is
-/// resumed where it stopped (see [`allocator_caught_up`]).
+/// resumed where it stopped (see `allocator_caught_up`).
 pub fn update<K: Pod, V: Pod>(
     map: &MapData,
     keys: &[K],
