@@ -130,21 +130,19 @@ pub async fn run_agent_with<T: BanTable + 'static>(
     // wait for it. After a reboot the maps are empty and the restore writes
     // them; until then the bans survive in the maps anyway.
     let maps_empty = table.is_empty()?;
-    // After a reboot the restore writes the maps there too, through
-    // handles of its own (one per core: the kernel inserts in parallel),
-    // while this one serves the loop.
+    // The restore writes the bans the maps lack (all of them after a
+    // reboot) through handles of its own (one per core: the kernel inserts
+    // in parallel), while this one serves the loop.
     let mut writers = Vec::new();
-    if maps_empty {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-        for _ in 0..cores {
-            match table.bulk_writer() {
-                Ok(Some(writer)) => writers.push(writer),
-                Ok(None) => break,
-                Err(e) => {
-                    warn!(error = %Chain(&e), "restoring through the agent's own handle on the maps");
-                    writers.clear();
-                    break;
-                }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    for _ in 0..cores {
+        match table.bulk_writer() {
+            Ok(Some(writer)) => writers.push(writer),
+            Ok(None) => break,
+            Err(e) => {
+                warn!(error = %Chain(&e), "restoring through the agent's own handle on the maps");
+                writers.clear();
+                break;
             }
         }
     }

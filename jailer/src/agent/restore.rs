@@ -55,8 +55,8 @@ fn read_journal(journal: &Journal, now: SystemTime) -> Result<(Replay, u64), Err
 }
 
 /// The journal read and prepared for the engine, off the loop, the bans in
-/// force written through `writers` when the maps are empty; and the
-/// journal's size then (where later records start).
+/// force the maps lack written through `writers`; and the journal's size
+/// then (where later records start).
 pub(super) fn restoration(
     read: JournalRead,
     now: SystemTime,
@@ -66,8 +66,8 @@ pub(super) fn restoration(
 ) -> Result<(Restoration, u64), Error> {
     let (replay, size, read) = read.wait()?;
     let start = Instant::now();
-    let restoration = if maps_empty && !writers.is_empty() {
-        Restoration::prepare_writing(&replay, now, counted, &mut writers)?
+    let restoration = if !writers.is_empty() {
+        Restoration::prepare_writing(&replay, now, counted, &mut writers, maps_empty)
     } else {
         Restoration::prepare(&replay, now, maps_empty, counted)
     };
@@ -85,10 +85,7 @@ impl<T: BanTable> Agent<T> {
     pub(super) fn restore(&mut self, restoration: Restoration, offset: u64) {
         let to_write = restoration.to_write();
         match self.engine.restore(restoration) {
-            Ok(n) if n > 0 => info!(
-                count = n,
-                "bans restored from the journal into the empty maps"
-            ),
+            Ok(n) if n > 0 => info!(count = n, "bans restored from the journal into the maps"),
             Ok(_) => {}
             Err(e) => warn!(error = %Chain(&e), wanted = to_write, "restoring bans failed"),
         }

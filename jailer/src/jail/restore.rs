@@ -12,6 +12,7 @@ use super::{Engine, known::KnownBans};
 use crate::{
     ban::{Ban, Expiry, Target},
     config::Jail,
+    error::Chain,
     kernel::{BanTable, BpfError},
     state::{Record, Replay},
 };
@@ -30,8 +31,9 @@ pub struct Restoration {
     /// Fleet members' bans enforced here: (member, jail, target, ban).
     remote: Vec<(String, String, Target, Ban)>,
     /// Bans to write to the table: every ban in force when the maps are
-    /// empty (after a reboot), none when they survived (a restart: the maps
-    /// are the truth, and may carry bans set while the agent was down).
+    /// empty (after a reboot); with [`Restoration::prepare`] none when they
+    /// survived (a restart: the maps may carry bans set while the agent was
+    /// down); a failed writer's share with [`Restoration::prepare_writing`].
     to_write: Vec<(Target, Ban)>,
     /// Bans already written by [`Restoration::prepare_writing`], of how many.
     written: usize,
@@ -48,17 +50,40 @@ impl Restoration {
         r
     }
 
-    /// [`Restoration::prepare`] for empty maps, the bans in force written
-    /// into `tables` (other handles on the engine's table) meanwhile, each
-    /// writing its share on a thread of its own: the maps fill while the
-    /// rest is prepared.
+    /// [`Restoration::prepare`], the bans in force written into `tables`
+    /// (other handles on the engine's table) meanwhile, each writing its
+    /// share on a thread of its own: the maps fill while the rest is
+    /// prepared. When the maps are not empty (a restart) only the bans they
+    /// lack are written: maps made anew (an upgrade, a command run before
+    /// the agent) or a ban deleted by hand would otherwise lose the
+    /// journal's bans for good. A writer that fails hands its share back
+    /// to [`Engine::restore`], which writes it through the engine's table.
     pub fn prepare_writing(
         replay: &Replay,
         now: SystemTime,
         counted: &[String],
         tables: &mut [Box<dyn BanTable>],
-    ) -> Result<Self, BpfError> {
-        let to_write = Self::bans_in_force(replay, now);
+        maps_empty: bool,
+    ) -> Self {
+        let mut to_write = Self::bans_in_force(replay, now);
+        if !maps_empty && let Some(table) = tables.first() {
+            match table.list() {
+                Ok(listed) => {
+                    let present: HashSet<Target> = listed.into_iter().map(|l| l.target).collect();
+                    to_write.retain(|(t, _)| !present.contains(t));
+                    if !to_write.is_empty() {
+                        info!(
+                            count = to_write.len(),
+                            "bans in the journal missing from the maps: written again"
+                        );
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %Chain(&e), "listing the maps failed: the bans they lack are not restored");
+                    to_write.clear();
+                }
+            }
+        }
         let share = to_write.len().div_ceil(tables.len().max(1)).max(1);
         let (mut r, written) = std::thread::scope(|s| {
             let writers: Vec<_> = tables
@@ -73,11 +98,18 @@ impl Restoration {
                 .collect();
             (r, written)
         });
-        for n in written {
-            r.written += n?;
-        }
         r.wanted = to_write.len();
-        Ok(r)
+        for (n, bans) in written.into_iter().zip(to_write.chunks(share)) {
+            match n {
+                Ok(n) => r.written += n,
+                Err(e) => {
+                    warn!(error = %Chain(&e), bans = bans.len(), "a restore writer failed: its share is written by the agent");
+                    r.wanted -= bans.len();
+                    r.to_write.extend_from_slice(bans);
+                }
+            }
+        }
+        r
     }
 
     /// Everything but the bans to write: repeat counts, the bans known in
@@ -286,5 +318,102 @@ mod tests {
             bans[&target("203.0.113.7")].expiry,
             Expiry::At(from_unix_secs(unix_secs(now) + 600))
         );
+    }
+
+    /// A table whose bulk writes always fail (a writer whose map was full
+    /// or whose allocator gave up).
+    #[derive(Debug)]
+    struct Refusing;
+
+    impl BanTable for Refusing {
+        fn insert(&mut self, _: Target, _: &Ban) -> Result<(), BpfError> {
+            Err(BpfError::NotRoot)
+        }
+        fn entry(&self, _: Target) -> Result<Option<crate::ban::Listed>, BpfError> {
+            Ok(None)
+        }
+        fn remove(&mut self, _: Target) -> Result<bool, BpfError> {
+            Ok(false)
+        }
+        fn list(&self) -> Result<Vec<crate::ban::Listed>, BpfError> {
+            Ok(Vec::new())
+        }
+        fn set_monitor(&mut self, _: bool) -> Result<(), BpfError> {
+            Ok(())
+        }
+        fn monitor(&self) -> Result<bool, BpfError> {
+            Ok(false)
+        }
+        fn protect(&mut self, _: &PortSet) -> Result<(), BpfError> {
+            Ok(())
+        }
+    }
+
+    fn journal_of(dir: &std::path::Path, now: SystemTime, ips: &[&str]) -> Replay {
+        let journal = Journal::new(dir);
+        let records: Vec<Record> = ips
+            .iter()
+            .map(|ip| Record::Ban {
+                addr: target(ip),
+                jail: "vpopmail".into(),
+                ports: PortSet::only(&[110]),
+                until: Some(unix_secs(now) + 600),
+                at: unix_secs(now) - 10,
+                monitor: false,
+                origin: None,
+            })
+            .collect();
+        journal.append(&records, false).unwrap();
+        journal.replay(now).unwrap()
+    }
+
+    #[test]
+    fn a_failed_writer_hands_its_share_to_the_engine() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let ips = ["203.0.113.1", "203.0.113.2", "203.0.113.3", "2001:db8::4"];
+        let replay = journal_of(dir.path(), now, &ips);
+        let table = MemBanTable::default();
+        let mut e = Engine::new(vec![jail(3, &["pop3"])], table.clone());
+        let mut writers: Vec<Box<dyn BanTable>> = vec![Box::new(table.clone()), Box::new(Refusing)];
+        let r = Restoration::prepare_writing(&replay, now, &e.counted_jails(), &mut writers, true);
+        // The working writer wrote its half; the other half waits for the engine.
+        assert_eq!(table.bans().len(), 2);
+        assert_eq!(r.to_write(), 4);
+        assert_eq!(e.restore(r).unwrap(), 4);
+        for ip in ips {
+            assert!(table.bans().contains_key(&target(ip)), "{ip} restored");
+        }
+        // And the engine knows them all (expiry, status).
+        assert!(e.next_expiry().is_some());
+    }
+
+    #[test]
+    fn a_restart_writes_the_bans_the_maps_lack() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let ips = ["203.0.113.1", "203.0.113.2", "2001:db8::4"];
+        let replay = journal_of(dir.path(), now, &ips);
+        // Maps made anew before the agent started (an upgrade, then a
+        // `jailer ban`): one ban of their own, none of the journal's.
+        let table = MemBanTable::default();
+        let mut own = table.clone();
+        let theirs = Ban {
+            ports: PortSet::All,
+            expiry: Expiry::Never,
+            monitor: false,
+        };
+        own.insert(target("198.51.100.9"), &theirs).unwrap();
+        let mut e = Engine::new(vec![jail(3, &["pop3"])], table.clone());
+        let mut writers: Vec<Box<dyn BanTable>> = vec![Box::new(table.clone())];
+        let r = Restoration::prepare_writing(&replay, now, &e.counted_jails(), &mut writers, false);
+        assert_eq!(e.restore(r).unwrap(), 3);
+        let bans = table.bans();
+        assert_eq!(bans.len(), 4);
+        for ip in ips {
+            assert_eq!(bans[&target(ip)].ports, PortSet::only(&[110]), "{ip}");
+        }
+        // The maps' own ban is kept as it is, not replaced by the journal.
+        assert_eq!(bans[&target("198.51.100.9")], theirs);
     }
 }

@@ -9,9 +9,12 @@ use jailer_common::{
     v6_halves,
 };
 
+use tracing::warn;
+
 use super::XdpBanTable;
 use crate::{
     ban::Target,
+    error::Chain,
     kernel::{BpfError, batch, table::map_err},
 };
 
@@ -93,9 +96,21 @@ impl XdpBanTable {
         })
     }
 
+    /// [`XdpBanTable::clear_drops`], best effort: the bans are already gone
+    /// from the maps, and a count left behind must not make their removal
+    /// (and its journal record) look failed. A ban set again on the target
+    /// may then start above zero.
+    pub(super) fn forget_drops(&mut self, tags: &[u64]) {
+        if let Err(e) = self.clear_drops(tags) {
+            warn!(error = %Chain(&e), bans = tags.len(), "the drop counts of removed bans could not be cleared");
+        }
+    }
+
     /// Forgets the drops counted under `tags` (their bans are gone: a new
     /// ban on the same target starts at zero). Slots another ban took over
-    /// are left alone.
+    /// are left alone. Each CPU's value at an index is written back whole:
+    /// drops counted between the read and the write at that index are lost
+    /// (an undercount, see README's Known limits).
     pub(super) fn clear_drops(&mut self, tags: &[u64]) -> Result<(), BpfError> {
         if tags.len() <= CLEAR_ONE_BY_ONE {
             for &tag in tags {

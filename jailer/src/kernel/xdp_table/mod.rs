@@ -286,7 +286,7 @@ impl BanTable for XdpBanTable {
             }
         };
         if removed.is_some() {
-            self.clear_drops(&[drop_tag(target)])?;
+            self.forget_drops(&[drop_tag(target)]);
         }
         Ok(removed.is_some())
     }
@@ -428,7 +428,7 @@ impl BanTable for XdpBanTable {
             .filter(|t| t.is_host())
             .map(|&t| drop_tag(t))
             .collect();
-        self.clear_drops(&hosts)?;
+        self.forget_drops(&hosts);
         for target in nets {
             removed += usize::from(self.remove(target)?);
         }

@@ -1,7 +1,10 @@
 //! Compaction: the journal rewritten with only what still matters (bans in
 //! force, ban history within the window), so it does not grow forever.
 
-use std::time::SystemTime;
+use std::{
+    io::{self, Read, Seek, SeekFrom},
+    time::SystemTime,
+};
 
 use super::{BanEntry, Journal, Record, Replay, record::write_record};
 use crate::{
@@ -48,19 +51,38 @@ impl Journal {
     }
 
     /// [`Journal::compact`] when it pays: when compaction would keep at most
-    /// half the records, or some lines were unreadable. Otherwise (a journal
-    /// of bans in force, as after a reboot) it is only read: rewriting a
-    /// million bans in force would delay restoring them by a third of a
-    /// second, for nothing.
+    /// half the records, some lines were unreadable, or the last line has no
+    /// newline (a crash mid-append: the next append would run into it).
+    /// Otherwise (a journal of bans in force, as after a reboot) it is only
+    /// read: rewriting a million bans in force would delay restoring them
+    /// by a third of a second, for nothing.
     pub fn compact_if_worth_it(&self, now: SystemTime) -> Result<(Replay, u64), StateError> {
         let _lock = self.lock()?;
         let replay = self.replay(now)?;
-        if replay.skipped == 0 && replay.compacted_len(now) * 2 > replay.records {
+        if replay.skipped == 0
+            && replay.compacted_len(now) * 2 > replay.records
+            && !self.ends_mid_line()?
+        {
             let size = replay.bytes;
             return Ok((replay, size));
         }
         let size = self.rewrite(&replay, now)?;
         Ok((replay, size))
+    }
+
+    /// Whether the journal's last byte is not a newline.
+    fn ends_mid_line(&self) -> Result<bool, StateError> {
+        let mut file = match files::open_read(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(self.io_err()(e)),
+        };
+        let mut last = [b'\n'];
+        if file.metadata().map_err(self.io_err())?.len() > 0 {
+            file.seek(SeekFrom::End(-1)).map_err(self.io_err())?;
+            file.read_exact(&mut last).map_err(self.io_err())?;
+        }
+        Ok(last[0] != b'\n')
     }
 
     /// Writes what `replay` keeps in place of the journal; its new size.
@@ -91,5 +113,51 @@ impl Journal {
         }
         files::write_atomic(&self.path, &text).map_err(self.io_err())?;
         Ok(text.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{fs, io::Write};
+
+    use super::*;
+
+    #[test]
+    fn a_last_line_without_its_newline_is_mended_before_the_next_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::new(dir.path());
+        let now = SystemTime::now();
+        let at = unix_secs(now);
+        let line = |ip: &str| {
+            format!(
+                "{{\"op\":\"ban\",\"addr\":\"{ip}\",\"jail\":\"vpopmail\",\"ports\":\"110\",\"until\":{},\"at\":{at}}}",
+                at + 600
+            )
+        };
+        // A crash after the record, before its newline: the record parses.
+        fs::write(
+            journal.path(),
+            format!("{}\n{}", line("203.0.113.1"), line("203.0.113.2")),
+        )
+        .unwrap();
+        let (replay, size) = journal.compact_if_worth_it(now).unwrap();
+        assert_eq!(replay.bans.len(), 2);
+        let text = fs::read_to_string(journal.path()).unwrap();
+        assert!(text.ends_with('\n'), "mended: {text:?}");
+        assert_eq!(size, text.len() as u64);
+        // The next record lands on a line of its own: all three read back.
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(journal.path())
+            .unwrap();
+        writeln!(f, "{}", line("203.0.113.3")).unwrap();
+        assert_eq!(journal.replay(now).unwrap().bans.len(), 3);
+        // A whole journal is only read, not rewritten.
+        let before = fs::metadata(journal.path()).unwrap().modified().unwrap();
+        journal.compact_if_worth_it(now).unwrap();
+        assert_eq!(
+            fs::metadata(journal.path()).unwrap().modified().unwrap(),
+            before
+        );
     }
 }
