@@ -1,10 +1,7 @@
 //! Compaction: the journal rewritten with only what still matters (bans in
 //! force, ban history within the window), so it does not grow forever.
 
-use std::{
-    io::{self, Read, Seek, SeekFrom},
-    time::SystemTime,
-};
+use std::time::SystemTime;
 
 use super::{BanEntry, Journal, Record, Replay, record::write_record};
 use crate::{
@@ -61,28 +58,13 @@ impl Journal {
         let replay = self.replay(now)?;
         if replay.skipped == 0
             && replay.compacted_len(now) * 2 > replay.records
-            && !self.ends_mid_line()?
+            && !replay.ends_mid_line
         {
             let size = replay.bytes;
             return Ok((replay, size));
         }
         let size = self.rewrite(&replay, now)?;
         Ok((replay, size))
-    }
-
-    /// Whether the journal's last byte is not a newline.
-    fn ends_mid_line(&self) -> Result<bool, StateError> {
-        let mut file = match files::open_read(&self.path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(self.io_err()(e)),
-        };
-        let mut last = [b'\n'];
-        if file.metadata().map_err(self.io_err())?.len() > 0 {
-            file.seek(SeekFrom::End(-1)).map_err(self.io_err())?;
-            file.read_exact(&mut last).map_err(self.io_err())?;
-        }
-        Ok(last[0] != b'\n')
     }
 
     /// Writes what `replay` keeps in place of the journal; its new size.

@@ -64,6 +64,9 @@ pub struct Replay {
     pub records: usize,
     /// Bytes read: where records appended later start.
     pub bytes: u64,
+    /// The last line has no newline (a crash mid-append): the next append
+    /// would run into it.
+    pub(super) ends_mid_line: bool,
 }
 
 /// Strings shared by many records, stored once.
@@ -272,6 +275,7 @@ impl Journal {
         out.bans.reserve(records);
         out.history.reserve(records);
         out.bytes = bytes.len() as u64;
+        out.ends_mid_line = bytes.last().is_some_and(|&b| b != b'\n');
         for (i, record) in parsed.into_iter().flatten() {
             match record.and_then(|r| out.apply(r, horizon)) {
                 Ok(()) => out.records += 1,
